@@ -132,37 +132,9 @@ func appendDeltas(dst []byte, vals []int64) []byte {
 	return dst
 }
 
-func deltasSize(vals []int64) int {
-	n := 0
-	var prev int64
-	for _, v := range vals {
-		n += varintLen(v - prev)
-		prev = v
-	}
-	return n
-}
 
-func decodeDeltas(col []byte, n int, each func(i int, v int64) error) error {
-	pos := 0
-	var prev int64
-	for i := 0; i < n; i++ {
-		d, k := binary.Varint(col[pos:])
-		if k <= 0 {
-			return fmt.Errorf("%w: value column truncated at reading %d", ErrMalformed, i)
-		}
-		pos += k
-		prev += d
-		if err := each(i, prev); err != nil {
-			return err
-		}
-	}
-	if pos != len(col) {
-		return fmt.Errorf("%w: %d trailing bytes in value column", ErrMalformed, len(col)-pos)
-	}
-	return nil
-}
 
-// scaledDeltasAppend encodes floats at resolution 10^e as deltas of scaled integers.
+// appendScaled encodes floats at resolution 10^e as deltas of scaled integers.
 func appendScaled(dst []byte, vals []float64, e int8) ([]byte, error) {
 	var prev int64
 	for i, v := range vals {
@@ -176,16 +148,6 @@ func appendScaled(dst []byte, vals []float64, e int8) ([]byte, error) {
 	return dst, nil
 }
 
-func scaledSize(vals []float64, e int8) int {
-	n := 0
-	var prev int64
-	for _, v := range vals {
-		s, _ := scale(v, e)
-		n += varintLen(s - prev)
-		prev = s
-	}
-	return n
-}
 
 func appendRawFloats(dst []byte, vals []float64) []byte {
 	for _, v := range vals {

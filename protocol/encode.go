@@ -195,22 +195,6 @@ func sizeUint(n uint64) int {
 	return 9
 }
 
-func sizeInt(n int64) int {
-	switch {
-	case n >= 0:
-		return sizeUint(uint64(n))
-	case n >= -32:
-		return 1
-	case n >= -128:
-		return 2
-	case n >= -32768:
-		return 3
-	case n >= -(1 << 31):
-		return 5
-	}
-	return 9
-}
-
 func sizeStr(n int) int {
 	switch {
 	case n < 32:

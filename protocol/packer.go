@@ -93,15 +93,13 @@ func (p *Packer) Add(r *Reading) error {
 	if r.Time < p.l.MinTime || r.Time > p.l.MaxTime {
 		return fmt.Errorf("%w: %s/%s at %d ns", ErrTimeRange, r.Sensor, r.Metric, r.Time)
 	}
-	ps, idx, err := p.find(r)
-	if err != nil {
-		return err
-	}
+	ps := p.find(r)
 	var newSeries *packSeries
 	if ps == nil {
 		if len(p.series) >= p.l.MaxSeries {
 			return fmt.Errorf("%w: %d series", ErrFull, len(p.series))
 		}
+		var err error
 		if newSeries, err = p.newSeries(r); err != nil {
 			return err
 		}
@@ -140,12 +138,12 @@ func (p *Packer) Add(r *Reading) error {
 	}
 	// Then the time column.
 	n := ps.s.Len()
-	prec, timesLen, u, d := ps.prec, ps.timesLen, int64(0), ps.prevD
+	prec, timesLen := ps.prec, ps.timesLen
+	var u, d int64
 	if n == 0 {
 		prec = timePrecision([]int64{r.Time})
 		u = r.Time / int64(pow10[prec])
 		timesLen = 1 + varintLen(u)
-		d = 0
 	} else if r.Time%int64(pow10[prec]) != 0 {
 		// A finer precision: recount the column (at most 9 times a series).
 		all := append(ps.s.Times, r.Time)
@@ -171,10 +169,9 @@ func (p *Packer) Add(r *Reading) error {
 	}
 	// Commit.
 	if newSeries != nil {
-		idx = len(p.series)
-		p.series = append(p.series, newSeries)
 		id := r.id()
-		p.index[id] = append(p.index[id], idx)
+		p.index[id] = append(p.index[id], len(p.series))
+		p.series = append(p.series, newSeries)
 	}
 	ps.prec, ps.timesLen, ps.prevU, ps.prevD, ps.valsLen = prec, timesLen, u, d, valsLen
 	ps.s.Times = append(ps.s.Times, r.Time)
@@ -212,13 +209,13 @@ func (r *Reading) id() seriesID {
 	return seriesID{r.Sensor, r.Metric, r.Unit, r.Type, r.Resolution}
 }
 
-func (p *Packer) find(r *Reading) (*packSeries, int, error) {
+func (p *Packer) find(r *Reading) *packSeries {
 	for _, i := range p.index[r.id()] {
 		if slices.Equal(p.series[i].s.Labels, r.Labels) {
-			return p.series[i], i, nil
+			return p.series[i]
 		}
 	}
-	return nil, -1, nil
+	return nil
 }
 
 func (p *Packer) newSeries(r *Reading) (*packSeries, error) {

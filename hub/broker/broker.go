@@ -1,0 +1,150 @@
+// Package broker runs the embedded MQTT broker (mochi-mqtt) that makes one
+// freshet-hub process a complete single-box setup. Production fleets can use
+// any MQTT 3.1.1 broker instead (Mosquitto, EMQX).
+package broker
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Options configure the embedded broker. The zero value listens on
+// 127.0.0.1:1883 and allows every client.
+type Options struct {
+	// Addr is the TCP listen address; "127.0.0.1:0" picks a free port.
+	// Default 127.0.0.1:1883.
+	Addr string
+	// TLS, if not nil, makes the listener speak MQTT over TLS (set ClientAuth
+	// and ClientCAs for mutual TLS).
+	TLS *tls.Config
+	// Auth, if not nil, decides who may connect and use which topics;
+	// nil allows everyone (fit only for a loopback listener).
+	Auth mqtt.Hook
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	server    *mqtt.Server
+	listener  *closeSafeTCP
+	closeOnce sync.Once
+}
+
+// Start starts the broker and returns once it accepts connections.
+func Start(o Options) (*Broker, error) {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:1883"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := mqtt.New(&mqtt.Options{InlineClient: false, Logger: o.Logger})
+	hook := o.Auth
+	if hook == nil {
+		hook = new(auth.AllowHook)
+	}
+	if err := s.AddHook(hook, nil); err != nil {
+		return nil, fmt.Errorf("broker auth hook: %w", err)
+	}
+	l := &closeSafeTCP{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr, TLSConfig: o.TLS}), server: s}
+	if err := s.AddListener(l); err != nil {
+		return nil, fmt.Errorf("broker listen on %s: %w", o.Addr, err)
+	}
+	if err := s.Serve(); err != nil {
+		l.Close(l.closeClients)
+		return nil, fmt.Errorf("broker serve: %w", err)
+	}
+	return &Broker{server: s, listener: l}, nil
+}
+
+// Addr returns the address the broker listens on (with the real port when
+// Options.Addr asked for port 0).
+func (b *Broker) Addr() string { return b.listener.Address() }
+
+// Server returns the mochi server, for hooks and statistics.
+func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// Close disconnects every client and stops listening. It is safe to call twice.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() { err = b.server.Close() })
+	return err
+}
+
+// closeSafeTCP is mochi's TCP listener made safe to close while clients
+// come and go. mochi v2.7.9 has three bugs on that path, all open upstream:
+//   - it lists a listener's clients with Clients.GetByListener, which takes
+//     its RWMutex for reading twice; a client connecting or leaving in between
+//     queues a writer and the broker hangs for good (mochi-mqtt#488);
+//   - each connection does ClientsWg.Add(1) in its own goroutine while Close
+//     may already be in ClientsWg.Wait (a data race, mochi-mqtt#541; Close
+//     returning early or hanging, #424).
+//
+// This listener gates connections itself: once closing starts it refuses new
+// ones, disconnects clients through GetAll (a single read lock), closes the
+// sockets of connections still being established, and waits for every
+// connection goroutine to return before mochi's Close reaches its Wait, so
+// every Add happens before that Wait. Remove it once mochi fixes these.
+type closeSafeTCP struct {
+	*listeners.TCP
+	server *mqtt.Server
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[net.Conn]struct{}
+	active  sync.WaitGroup
+}
+
+func (l *closeSafeTCP) Serve(establish listeners.EstablishFn) {
+	l.TCP.Serve(func(id string, c net.Conn) error {
+		l.mu.Lock()
+		if l.closing {
+			l.mu.Unlock()
+			return c.Close()
+		}
+		if l.conns == nil {
+			l.conns = map[net.Conn]struct{}{}
+		}
+		l.conns[c] = struct{}{}
+		l.active.Add(1)
+		l.mu.Unlock()
+		defer func() {
+			l.mu.Lock()
+			delete(l.conns, c)
+			l.mu.Unlock()
+			l.active.Done()
+		}()
+		return establish(id, c)
+	})
+}
+
+func (l *closeSafeTCP) Close(listeners.CloseFn) {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	l.TCP.Close(l.closeClients) // disconnects clients, then closes the socket
+	l.mu.Lock()
+	for c := range l.conns {
+		c.Close() // connections mochi has not registered as clients yet
+	}
+	l.mu.Unlock()
+	l.active.Wait()
+}
+
+func (l *closeSafeTCP) closeClients(id string) {
+	for _, cl := range l.server.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = l.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}
