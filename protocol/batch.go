@@ -64,17 +64,72 @@ type Batch struct {
 	Series []Series
 }
 
-// Gap is a loss the agent reports: readings it dropped (disk bound) and, when
-// whole sealed batches went, their seq range. It is cumulative from the
-// previous gap notice, not from the start of the epoch.
+// Gap is a loss the agent reports: readings it dropped under its disk bound
+// and the seqs of the sealed batches that went with them. It covers the
+// drops since the previous gap notice, not the whole epoch.
 type Gap struct {
-	// FirstSeq..LastSeq is the range of sealed batches dropped; both 0 when
-	// only unsealed readings were dropped.
-	FirstSeq, LastSeq uint64
-	// Readings is the exact number of readings dropped.
+	// Seqs lists the dropped batches as sorted, disjoint, non-adjacent
+	// ranges below the carrying batch's seq; empty when only readings that
+	// were never sealed were dropped.
+	Seqs []SeqRange
+	// Readings is the exact number of readings dropped, sealed or not.
 	Readings uint64
 	// FirstTime..LastTime spans the event times of the dropped readings (Unix ns).
 	FirstTime, LastTime int64
+}
+
+// SeqRange is the inclusive range First..Last.
+type SeqRange struct{ First, Last uint64 }
+
+// AddSeq adds seq to the ranges, merging neighbours; it keeps them sorted.
+func (g *Gap) AddSeq(seq uint64) { g.AddRange(SeqRange{seq, seq}) }
+
+// AddRange adds r (First <= Last) to the ranges, merging overlaps and neighbours.
+func (g *Gap) AddRange(r SeqRange) {
+	out := make([]SeqRange, 0, len(g.Seqs)+1)
+	placed := false
+	for _, x := range g.Seqs {
+		switch {
+		case x.Last+1 < r.First: // x entirely below r
+			out = append(out, x)
+		case r.Last+1 < x.First: // x entirely above r
+			if !placed {
+				out = append(out, r)
+				placed = true
+			}
+			out = append(out, x)
+		default: // overlapping or adjacent: absorb x into r
+			r.First, r.Last = min(r.First, x.First), max(r.Last, x.Last)
+		}
+	}
+	if !placed {
+		out = append(out, r)
+	}
+	g.Seqs = out
+}
+
+// Merge adds everything h reports to g.
+func (g *Gap) Merge(h *Gap) {
+	for _, r := range h.Seqs {
+		g.AddRange(r)
+	}
+	if h.Readings > 0 {
+		if g.Readings == 0 {
+			g.FirstTime, g.LastTime = h.FirstTime, h.LastTime
+		} else {
+			g.FirstTime, g.LastTime = min(g.FirstTime, h.FirstTime), max(g.LastTime, h.LastTime)
+		}
+	}
+	g.Readings += h.Readings
+}
+
+// SeqCount returns how many seqs the ranges cover.
+func (g *Gap) SeqCount() uint64 {
+	n := uint64(0)
+	for _, r := range g.Seqs {
+		n += r.Last - r.First + 1
+	}
+	return n
 }
 
 // Series is one column group: the readings of one metric of one sensor.

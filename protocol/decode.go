@@ -37,22 +37,38 @@ func (c *Codec) DecodeBatch(data []byte, dst *Batch) error {
 	if n, err := c.arrayOrNil("gap"); err != nil {
 		return err
 	} else if n >= 0 {
-		if n != 5 {
-			return fmt.Errorf("%w: gap of %d fields, want 5", ErrMalformed, n)
+		if n != 4 {
+			return fmt.Errorf("%w: gap of %d fields, want 4", ErrMalformed, n)
 		}
 		g := new(Gap)
-		for _, f := range []struct {
-			u *uint64
-			i *int64
-		}{{u: &g.FirstSeq}, {u: &g.LastSeq}, {u: &g.Readings}, {i: &g.FirstTime}, {i: &g.LastTime}} {
-			if f.u != nil {
-				*f.u, err = c.uint("gap")
-			} else {
-				*f.i, err = c.int("gap")
+		nr, err := c.array("gap seqs", c.l.MaxAckSeqs, ErrTooManySeqs)
+		if err != nil {
+			return err
+		}
+		if nr > 0 {
+			g.Seqs = make([]SeqRange, nr)
+		}
+		for i := range g.Seqs {
+			if m, err := c.array("gap seq range", 2, ErrMalformed); err != nil {
+				return err
+			} else if m != 2 {
+				return fmt.Errorf("%w: gap seq range of %d fields, want 2", ErrMalformed, m)
 			}
-			if err != nil {
+			if g.Seqs[i].First, err = c.uint("gap seq"); err != nil {
 				return err
 			}
+			if g.Seqs[i].Last, err = c.uint("gap seq"); err != nil {
+				return err
+			}
+		}
+		if g.Readings, err = c.uint("gap readings"); err != nil {
+			return err
+		}
+		if g.FirstTime, err = c.int("gap time"); err != nil {
+			return err
+		}
+		if g.LastTime, err = c.int("gap time"); err != nil {
+			return err
 		}
 		dst.Gap = g
 	}

@@ -68,9 +68,13 @@ func (c *Codec) EncodeBatch(b *Batch) ([]byte, error) {
 	if g := b.Gap; g == nil {
 		e.EncodeNil()
 	} else {
-		e.EncodeArrayLen(5)
-		e.EncodeUint(g.FirstSeq)
-		e.EncodeUint(g.LastSeq)
+		e.EncodeArrayLen(4)
+		e.EncodeArrayLen(len(g.Seqs))
+		for _, r := range g.Seqs {
+			e.EncodeArrayLen(2)
+			e.EncodeUint(r.First)
+			e.EncodeUint(r.Last)
+		}
 		e.EncodeUint(g.Readings)
 		e.EncodeInt(g.FirstTime)
 		e.EncodeInt(g.LastTime)

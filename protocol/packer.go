@@ -20,6 +20,9 @@ type Reading struct {
 	Str   string
 }
 
+// gapSize is the worst-case encoded size of a gap notice with n seq ranges.
+func gapSize(n int) int { return sizeArray(4) + sizeArray(n) + n*(1+9+9) + 9 + 9 + 9 }
+
 // Header is the part of a batch that is fixed at sealing.
 type Header struct {
 	Epoch, Seq uint64
@@ -71,9 +74,10 @@ func NewPacker(device string, l Limits) (*Packer, error) {
 		return nil, err
 	}
 	l = l.withDefaults()
-	// [version, kind, device, epoch, seq, sealTime, gap[5], series...]: the
-	// worst case of every integer is 9 bytes.
-	reserve := sizeArray(8) + 1 + 1 + sizeStr(len(device)) + 9 + 9 + 9 + sizeArray(5) + 5*9 + sizeArray(l.MaxSeries)
+	// [version, kind, device, epoch, seq, sealTime, gap, series...]: the
+	// worst case of every integer is 9 bytes; the gap is reserved with one
+	// seq range (see GapReserve for more).
+	reserve := sizeArray(8) + 1 + 1 + sizeStr(len(device)) + 9 + 9 + 9 + gapSize(1) + sizeArray(l.MaxSeries)
 	return &Packer{device: device, codec: NewCodec(l), l: l, reserve: reserve, index: map[seriesID][]int{}}, nil
 }
 
@@ -242,6 +246,13 @@ func (p *Packer) newSeries(r *Reading) (*packSeries, error) {
 // caller. Seal with no readings is allowed when h carries a gap notice.
 func (p *Packer) Seal(h Header) (*Batch, []byte, error) {
 	b := &Batch{Device: p.device, Epoch: h.Epoch, Seq: h.Seq, SealTime: h.SealTime, Gap: h.Gap}
+	if extra := 0; h.Gap != nil && len(h.Gap.Seqs) > 1 {
+		// More ranges than reserved: they must fit in the room left.
+		extra = gapSize(len(h.Gap.Seqs)) - gapSize(1)
+		if p.Size()+extra > p.l.MaxMessageBytes {
+			return nil, nil, fmt.Errorf("%w: gap notice of %d seq ranges does not fit beside %d bytes of readings", ErrFull, len(h.Gap.Seqs), p.size)
+		}
+	}
 	b.Series = make([]Series, len(p.series))
 	for i, ps := range p.series {
 		b.Series[i] = ps.s
@@ -250,7 +261,7 @@ func (p *Packer) Seal(h Header) (*Batch, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(data) > p.Size() {
+	if len(data) > p.l.MaxMessageBytes {
 		// The accounting above is wrong: refuse rather than send what it promised not to.
 		return nil, nil, fmt.Errorf("packer accounting: encoded %d bytes, counted at most %d", len(data), p.Size())
 	}

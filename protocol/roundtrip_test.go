@@ -22,11 +22,13 @@ func randomBatch(r *rand.Rand) *protocol.Batch {
 		SealTime: r.Int64N(protocol.DefaultMaxTime),
 	}
 	if r.IntN(4) == 0 {
-		first := 1 + r.Uint64N(b.Seq)
-		b.Gap = &protocol.Gap{FirstSeq: first, LastSeq: first + r.Uint64N(b.Seq-first+1) - 1, Readings: r.Uint64()}
-		if b.Gap.LastSeq < b.Gap.FirstSeq || b.Gap.LastSeq >= b.Seq {
-			b.Gap.FirstSeq, b.Gap.LastSeq = 0, 0
-			b.Gap.Readings |= 1
+		b.Gap = &protocol.Gap{Readings: 1 + r.Uint64N(1<<40), FirstTime: r.Int64N(1 << 60)}
+		b.Gap.LastTime = b.Gap.FirstTime + r.Int64N(1<<40)
+		for range r.IntN(4) {
+			first := 1 + r.Uint64N(b.Seq)
+			if first < b.Seq {
+				b.Gap.AddRange(protocol.SeqRange{First: first, Last: first + r.Uint64N(b.Seq-first)})
+			}
 		}
 	}
 	for range r.IntN(6) {
@@ -245,5 +247,26 @@ func TestReasons(t *testing.T) {
 			t.Errorf("duplicate reason %q", r)
 		}
 		seen[r] = true
+	}
+}
+
+func TestGapRanges(t *testing.T) {
+	var g protocol.Gap
+	for _, s := range []uint64{5, 7, 6, 1, 10, 11, 3, 2} {
+		g.AddSeq(s)
+	}
+	want := []protocol.SeqRange{{First: 1, Last: 3}, {First: 5, Last: 7}, {First: 10, Last: 11}}
+	if fmt.Sprint(g.Seqs) != fmt.Sprint(want) {
+		t.Fatalf("ranges %v, want %v", g.Seqs, want)
+	}
+	g.AddRange(protocol.SeqRange{First: 4, Last: 9})
+	if fmt.Sprint(g.Seqs) != fmt.Sprint([]protocol.SeqRange{{First: 1, Last: 11}}) || g.SeqCount() != 11 {
+		t.Fatalf("after bridging: %v (%d seqs)", g.Seqs, g.SeqCount())
+	}
+	h := protocol.Gap{Seqs: []protocol.SeqRange{{First: 20, Last: 20}}, Readings: 7, FirstTime: 5, LastTime: 9}
+	g.Merge(&h)
+	g.Merge(&protocol.Gap{Readings: 3, FirstTime: 2, LastTime: 6})
+	if g.Readings != 10 || g.FirstTime != 2 || g.LastTime != 9 || len(g.Seqs) != 2 {
+		t.Fatalf("merged gap %+v", g)
 	}
 }

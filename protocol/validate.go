@@ -155,11 +155,16 @@ func (b *Batch) validateHeader(l *Limits) error {
 		return fmt.Errorf("%w: seal time %d", ErrTimeRange, b.SealTime)
 	}
 	if g := b.Gap; g != nil {
-		if (g.FirstSeq == 0) != (g.LastSeq == 0) || g.FirstSeq > g.LastSeq || g.LastSeq >= b.Seq {
-			return fmt.Errorf("%w: gap seqs %d..%d in batch %d", ErrBadSeq, g.FirstSeq, g.LastSeq, b.Seq)
+		if len(g.Seqs) > l.MaxAckSeqs {
+			return fmt.Errorf("%w: gap of %d seq ranges, limit %d", ErrTooManySeqs, len(g.Seqs), l.MaxAckSeqs)
 		}
-		if g.Readings == 0 && g.FirstSeq == 0 {
-			return fmt.Errorf("%w: gap notice with nothing dropped", ErrBadSeq)
+		for i, r := range g.Seqs {
+			if r.First == 0 || r.First > r.Last || r.Last >= b.Seq || i > 0 && r.First <= g.Seqs[i-1].Last+1 {
+				return fmt.Errorf("%w: gap seq range %d..%d in batch %d (ranges must be sorted, disjoint, non-adjacent, below the batch)", ErrBadSeq, r.First, r.Last, b.Seq)
+			}
+		}
+		if g.Readings == 0 {
+			return fmt.Errorf("%w: gap notice with no readings dropped", ErrBadSeq)
 		}
 		if g.FirstTime > g.LastTime || g.FirstTime < l.MinTime || g.LastTime > l.MaxTime {
 			return fmt.Errorf("%w: gap times %d..%d", ErrTimeRange, g.FirstTime, g.LastTime)

@@ -49,11 +49,11 @@ func AllTypesBatch() *protocol.Batch {
 	}
 }
 
-// GapOnlyBatch: nothing but a gap notice (the agent dropped whole batches 5..9).
+// GapOnlyBatch: nothing but a gap notice (the agent dropped batches 2 and 5..9).
 func GapOnlyBatch() *protocol.Batch {
 	return &protocol.Batch{
 		Device: "gw-1", Epoch: 7, Seq: 10, SealTime: T0,
-		Gap: &protocol.Gap{FirstSeq: 5, LastSeq: 9, Readings: 4500, FirstTime: T0 - 3600*sec, LastTime: T0 - 1},
+		Gap: &protocol.Gap{Seqs: []protocol.SeqRange{{First: 2, Last: 2}, {First: 5, Last: 9}}, Readings: 4500, FirstTime: T0 - 3600*sec, LastTime: T0 - 1},
 	}
 }
 
