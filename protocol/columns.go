@@ -132,8 +132,6 @@ func appendDeltas(dst []byte, vals []int64) []byte {
 	return dst
 }
 
-
-
 // appendScaled encodes floats at resolution 10^e as deltas of scaled integers.
 func appendScaled(dst []byte, vals []float64, e int8) ([]byte, error) {
 	var prev int64
@@ -147,7 +145,6 @@ func appendScaled(dst []byte, vals []float64, e int8) ([]byte, error) {
 	}
 	return dst, nil
 }
-
 
 func appendRawFloats(dst []byte, vals []float64) []byte {
 	for _, v := range vals {
