@@ -51,6 +51,9 @@ var DefaultMaxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 // DefaultLimits returns the limits used when none are given.
 func DefaultLimits() Limits { return Limits{}.withDefaults() }
 
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
+
 func (l Limits) withDefaults() Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {

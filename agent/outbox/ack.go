@@ -1,0 +1,169 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// Next returns the lowest sealed, unsettled batch with a seq above after,
+// and its wire bytes; ok is false when there is none.
+func (ob *Outbox) Next(after uint64) (seq uint64, data []byte, ok bool, err error) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return 0, nil, false, ErrClosed
+	}
+	err = ob.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketBatches).Cursor()
+		for k, v := c.Seek(u64(max(after, ob.settledThrough) + 1)); k != nil; k, v = c.Next() {
+			s := binary.BigEndian.Uint64(k)
+			if ob.settled[s] {
+				continue
+			}
+			seq, data, ok = s, append([]byte(nil), v[batchPrefix:]...), true
+			return nil
+		}
+		return nil
+	})
+	return seq, data, ok, err
+}
+
+// MarkPublishing must be called before a batch is published: it makes sure
+// the durable publish watermark covers seq, so the batch is never dropped as
+// "never sent" after it may have reached the hub. It syncs only when the
+// watermark moves, by PublishLease seqs at a time.
+func (ob *Outbox) MarkPublishing(seq uint64) error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return ErrClosed
+	}
+	if seq <= ob.st.published {
+		return nil
+	}
+	mark := seq + ob.o.PublishLease
+	err := ob.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("published"), u64(mark))
+	})
+	if err == nil {
+		ob.st.published = mark
+	}
+	return err
+}
+
+// Ack applies a hub ack: the seqs it settles are forgotten at once and
+// deleted at the next Commit. An ack for another device or epoch, or naming
+// a seq this outbox never sealed, changes nothing and returns an error
+// wrapping ErrForeignAck, ErrUnknownEpoch or ErrUnsentSeq (counted in Stats).
+func (ob *Outbox) Ack(a *protocol.Ack) error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return ErrClosed
+	}
+	ignore := func(reason string, err error) error {
+		ob.stats.AcksIgnored[reason]++
+		return err
+	}
+	if a.Device != ob.o.Device {
+		return ignore("foreign_device", fmt.Errorf("%w: %q", ErrForeignAck, a.Device))
+	}
+	if a.Epoch != ob.st.epoch {
+		return ignore("unknown_epoch", fmt.Errorf("%w: %016x, ours is %016x", ErrUnknownEpoch, a.Epoch, ob.st.epoch))
+	}
+	last := ob.st.nextSeq - 1
+	bad := a.Through > last
+	for _, s := range a.Applied {
+		bad = bad || s > last
+	}
+	for _, r := range a.Rejected {
+		bad = bad || r.Seq > last || r.Seq == 0
+	}
+	if bad {
+		return ignore("unsent_seq", fmt.Errorf("%w: ack through %d (applied %v) but the last seq sealed is %d", ErrUnsentSeq, a.Through, a.Applied, last))
+	}
+	for _, r := range a.Rejected {
+		if r.Seq > ob.settledThrough && !ob.settled[r.Seq] {
+			ob.rejected[r.Seq] = r.Reason + ": " + r.Detail
+		}
+	}
+	if a.Through > ob.settledThrough {
+		ob.settledThrough = a.Through
+	}
+	for _, s := range a.Applied {
+		if s > ob.settledThrough {
+			ob.settled[s] = true
+		}
+	}
+	for ob.settled[ob.settledThrough+1] {
+		delete(ob.settled, ob.settledThrough+1)
+		ob.settledThrough++
+	}
+	return nil
+}
+
+// Settled reports whether an ack has settled seq.
+func (ob *Outbox) Settled(seq uint64) bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return seq <= ob.settledThrough || ob.settled[seq]
+}
+
+// Epoch returns the current epoch.
+func (ob *Outbox) Epoch() uint64 {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.st.epoch
+}
+
+// Stats returns a snapshot of the outbox's counters.
+func (ob *Outbox) Stats() Stats {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	s := ob.stats
+	s.AcksIgnored = make(map[string]uint64, len(ob.stats.AcksIgnored))
+	for k, v := range ob.stats.AcksIgnored {
+		s.AcksIgnored[k] = v
+	}
+	s.Epoch, s.LastSeq = ob.st.epoch, ob.st.nextSeq-1
+	s.Backlog = protocol.Backlog{
+		Batches:  ob.st.batches,
+		Readings: ob.st.readings + uint64(ob.packer.Len()),
+		Bytes:    ob.st.bytes + ob.st.openBytes,
+	}
+	if ob.packer.Len() > 0 {
+		s.Backlog.Batches++
+	}
+	s.Pending = len(ob.pending)
+	s.DroppedEpoch = ob.st.dropped
+	if fi, err := os.Stat(ob.o.Path); err == nil {
+		s.FileBytes = fi.Size()
+	}
+	return s
+}
+
+// Close marks a clean shutdown and closes the file. Call Commit first to
+// keep queued readings; Close does not commit them.
+func (ob *Outbox) Close() error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return nil
+	}
+	ob.closed = true
+	err := ob.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte("clean"), []byte{1})
+	})
+	if cerr := ob.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Backlog is a shorthand for Stats().Backlog.
+func (ob *Outbox) Backlog() protocol.Backlog { return ob.Stats().Backlog }

@@ -1,0 +1,404 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// Add queues readings for the next Commit. It never blocks on the disk;
+// beyond MaxPending queued readings the excess is dropped, counted, and
+// reported in the next gap notice.
+func (ob *Outbox) Add(rs []protocol.Reading) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	room := ob.o.MaxPending - len(ob.pending)
+	if room < 0 {
+		room = 0
+	}
+	if len(rs) > room {
+		ob.dropInMemory(rs[room:])
+		rs = rs[:room]
+	}
+	ob.pending = append(ob.pending, rs...)
+}
+
+func (ob *Outbox) dropInMemory(rs []protocol.Reading) {
+	if len(rs) == 0 {
+		return
+	}
+	ob.memGap.Merge(readingsGap(rs))
+	ob.stats.Dropped += uint64(len(rs))
+	ob.log.Warn("outbox: pending readings over the memory bound, dropped", "readings", len(rs))
+}
+
+func readingsGap(rs []protocol.Reading) *protocol.Gap {
+	g := &protocol.Gap{Readings: uint64(len(rs)), FirstTime: math.MaxInt64, LastTime: math.MinInt64}
+	for i := range rs {
+		g.FirstTime = min(g.FirstTime, rs[i].Time)
+		g.LastTime = max(g.LastTime, rs[i].Time)
+	}
+	return g
+}
+
+// delta collects counter changes of one transaction, applied only if it commits.
+type delta struct {
+	settled, rejected, dropped, invalid, sealed uint64
+}
+
+// Commit makes the queued readings durable in one transaction: it packs them
+// into the open batch, writes the new ones as a chunk, seals the open batch
+// when it is full or older than MaxBatchAge, deletes settled batches, and
+// applies the disk bound. On error nothing of the transaction is kept and
+// the readings stay queued for the next Commit.
+func (ob *Outbox) Commit() error {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return ErrClosed
+	}
+	taken := ob.pending
+	ob.pending = nil
+	memGap := ob.memGap
+	ob.memGap = protocol.Gap{}
+	now := ob.now()
+	var d delta
+	var committed []protocol.Reading
+	err := ob.db.Update(func(tx *bolt.Tx) error {
+		if err := ob.applySettled(tx, &d); err != nil {
+			return err
+		}
+		if memGap.Readings > 0 {
+			ob.gap().Merge(&memGap)
+			d.dropped += memGap.Readings
+		}
+		if ob.o.Policy == DropNewest && len(taken) > 0 && int64(ob.st.bytes+ob.st.openBytes) >= ob.o.MaxBytes {
+			ob.gap().Merge(readingsGap(taken))
+			d.dropped += uint64(len(taken))
+			ob.log.Warn("outbox full: new readings dropped (drop_newest)", "readings", len(taken), "backlog_bytes", ob.st.bytes+ob.st.openBytes)
+			taken = nil
+		}
+		committed = make([]protocol.Reading, 0, len(taken))
+		for i := range taken {
+			ok, err := ob.addToOpen(tx, &taken[i], &d, now)
+			if err != nil {
+				return err
+			}
+			if ok {
+				committed = append(committed, taken[i])
+			}
+		}
+		if err := ob.writeChunk(tx); err != nil {
+			return err
+		}
+		if ob.o.Policy == DropOldest {
+			if err := ob.dropOldest(tx, &d); err != nil {
+				return err
+			}
+		}
+		// Seal when the open batch is old enough, and whenever a gap notice
+		// waits: a loss is reported in the batch sealed by the commit that
+		// recorded it.
+		if ob.packer.Len() > 0 && !now.Before(ob.openSince.Add(ob.o.MaxBatchAge)) || ob.st.gap != nil {
+			if err := ob.seal(tx, &d, now); err != nil {
+				return err
+			}
+		}
+		return ob.saveState(tx)
+	})
+	if err != nil {
+		ob.stats.CommitErrors++
+		ob.log.Error("outbox commit failed; readings stay queued", "err", err, "readings", len(taken))
+		// Restore: the transaction rolled back; rebuild memory from disk and
+		// requeue what was taken (bounded, the rest counted as dropped).
+		if rerr := ob.reload(); rerr != nil {
+			return errors.Join(err, fmt.Errorf("reload after failed commit: %w", rerr))
+		}
+		ob.memGap.Merge(&memGap)
+		requeue := append(taken, ob.pending...)
+		ob.pending = nil
+		if len(requeue) > ob.o.MaxPending {
+			ob.dropInMemory(requeue[ob.o.MaxPending:])
+			requeue = requeue[:ob.o.MaxPending]
+		}
+		ob.pending = requeue
+		return err
+	}
+	clear(ob.settled)
+	ob.stats.Commits++
+	ob.stats.Committed += uint64(len(committed))
+	ob.stats.Settled += d.settled
+	ob.stats.Rejected += d.rejected
+	ob.stats.Dropped += d.dropped - memGap.Readings // memory drops were counted when they happened
+	ob.stats.Invalid += d.invalid
+	ob.stats.SealedBatches += d.sealed
+	ob.st.dropped += d.dropped
+	if ob.o.OnCommit != nil && len(committed) > 0 {
+		ob.o.OnCommit(committed)
+	}
+	return nil
+}
+
+// reload rebuilds the in-memory state from the file after a failed transaction.
+func (ob *Outbox) reload() error {
+	if err := ob.db.View(func(tx *bolt.Tx) error {
+		st, err := loadState(tx)
+		ob.st = st
+		return err
+	}); err != nil {
+		return err
+	}
+	return ob.replayChunks()
+}
+
+func (ob *Outbox) gap() *protocol.Gap {
+	if ob.st.gap == nil {
+		ob.st.gap = &protocol.Gap{}
+	}
+	return ob.st.gap
+}
+
+// addToOpen adds r to the open batch, sealing first when it is full. It
+// reports whether r was taken; an invalid reading is counted and skipped.
+func (ob *Outbox) addToOpen(tx *bolt.Tx, r *protocol.Reading, d *delta, now time.Time) (bool, error) {
+	err := ob.packer.Add(r)
+	if errors.Is(err, protocol.ErrFull) {
+		if err := ob.seal(tx, d, now); err != nil {
+			return false, err
+		}
+		err = ob.packer.Add(r)
+	}
+	if err != nil {
+		d.invalid++
+		ob.log.Error("outbox: invalid reading skipped", "sensor", r.Sensor, "metric", r.Metric, "err", err)
+		return false, nil
+	}
+	if ob.openSince.IsZero() {
+		ob.openSince = now
+	}
+	ob.chunk = append(ob.chunk, *r)
+	ob.st.openReadings++
+	return true, nil
+}
+
+// writeChunk stores the readings added to the open batch since the last chunk.
+func (ob *Outbox) writeChunk(tx *bolt.Tx) error {
+	if len(ob.chunk) == 0 {
+		return nil
+	}
+	ob.chunker.Reset()
+	for i := range ob.chunk {
+		if err := ob.chunker.Add(&ob.chunk[i]); err != nil {
+			return fmt.Errorf("encode chunk: %w", err)
+		}
+	}
+	_, data, err := ob.chunker.Seal(protocol.Header{Epoch: 1, Seq: 1})
+	if err != nil {
+		return fmt.Errorf("encode chunk: %w", err)
+	}
+	ob.st.chunkSeq++
+	if err := tx.Bucket(bucketChunks).Put(u64(ob.st.chunkSeq), data); err != nil {
+		return err
+	}
+	ob.st.openBytes += uint64(len(data))
+	ob.chunk = ob.chunk[:0]
+	return nil
+}
+
+// seal turns the open batch (and any pending gap notice) into the next seq.
+func (ob *Outbox) seal(tx *bolt.Tx, d *delta, now time.Time) error {
+	if ob.packer.Len() == 0 && ob.st.gap == nil {
+		return nil
+	}
+	h := protocol.Header{Epoch: ob.st.epoch, Seq: ob.st.nextSeq, SealTime: now.UnixNano(), Gap: ob.st.gap}
+	b, data, err := ob.packer.Seal(h)
+	if errors.Is(err, protocol.ErrFull) {
+		// The gap notice does not fit beside the readings: seal them alone;
+		// the notice follows in its own batch at the next commit.
+		h.Gap = nil
+		b, data, err = ob.packer.Seal(h)
+	}
+	if err != nil {
+		return fmt.Errorf("seal batch %d: %w", h.Seq, err)
+	}
+	n := uint64(b.Readings())
+	first, last := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, s := range b.Series {
+		for _, t := range s.Times {
+			first, last = min(first, t), max(last, t)
+		}
+	}
+	if n == 0 {
+		first, last = 0, 0
+	}
+	v := make([]byte, batchPrefix, batchPrefix+len(data))
+	binary.BigEndian.PutUint32(v, uint32(n))
+	binary.BigEndian.PutUint64(v[4:], uint64(first))
+	binary.BigEndian.PutUint64(v[12:], uint64(last))
+	v = append(v, data...)
+	if err := tx.Bucket(bucketBatches).Put(u64(h.Seq), v); err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(bucketChunks); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bucketChunks); err != nil {
+		return err
+	}
+	ob.st.nextSeq++
+	ob.st.batches++
+	ob.st.readings += n
+	ob.st.bytes += uint64(len(v))
+	ob.st.openReadings, ob.st.openBytes = 0, 0
+	if h.Gap != nil {
+		ob.st.gap = nil
+	}
+	ob.chunk = ob.chunk[:0]
+	ob.openSince = time.Time{}
+	d.sealed++
+	return nil
+}
+
+// applySettled deletes the batches acks settled since the last commit.
+func (ob *Outbox) applySettled(tx *bolt.Tx, d *delta) error {
+	bk := tx.Bucket(bucketBatches)
+	del := func(seq uint64, v []byte) error {
+		n := uint64(binary.BigEndian.Uint32(v))
+		ob.st.batches--
+		ob.st.readings -= n
+		ob.st.bytes -= uint64(len(v))
+		d.settled += n
+		if reason, ok := ob.rejected[seq]; ok {
+			d.rejected += n
+			ob.log.Error("hub rejected a batch: its readings are lost", "seq", seq, "readings", n, "reason", reason)
+			delete(ob.rejected, seq)
+		}
+		return bk.Delete(u64(seq))
+	}
+	var doomed []uint64
+	c := bk.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= ob.settledThrough; k, _ = c.Next() {
+		doomed = append(doomed, binary.BigEndian.Uint64(k))
+	}
+	for seq := range ob.settled {
+		if seq > ob.settledThrough {
+			doomed = append(doomed, seq)
+		}
+	}
+	for _, seq := range doomed {
+		if v := bk.Get(u64(seq)); v != nil {
+			if err := del(seq, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dropOldest deletes the oldest never-published batches until the backlog
+// is within MaxBytes, recording them in the pending gap notice.
+func (ob *Outbox) dropOldest(tx *bolt.Tx, d *delta) error {
+	bk := tx.Bucket(bucketBatches)
+	codec := protocol.NewCodec(ob.o.Limits)
+	warned := false
+	for int64(ob.st.bytes+ob.st.openBytes) > ob.o.MaxBytes {
+		k, v := bk.Cursor().Seek(u64(ob.st.published + 1))
+		if k == nil || len(ob.gap().Seqs) >= ob.o.Limits.MaxAckSeqs/2+1 {
+			if !warned {
+				ob.log.Warn("outbox over its bound with nothing droppable: only batches that may have reached the hub remain", "backlog_bytes", ob.st.bytes+ob.st.openBytes)
+				warned = true
+			}
+			return nil
+		}
+		seq := binary.BigEndian.Uint64(k)
+		n := uint64(binary.BigEndian.Uint32(v))
+		first, last := int64(binary.BigEndian.Uint64(v[4:])), int64(binary.BigEndian.Uint64(v[12:]))
+		var carried protocol.Batch
+		if err := codec.DecodeBatch(v[batchPrefix:], &carried); err != nil {
+			return fmt.Errorf("decode stored batch %d: %w", seq, err)
+		}
+		g := ob.gap()
+		g.AddSeq(seq)
+		if n > 0 {
+			g.Merge(&protocol.Gap{Readings: n, FirstTime: first, LastTime: last})
+		}
+		if carried.Gap != nil {
+			g.Merge(carried.Gap) // its readings were counted when they were dropped
+		}
+		ob.st.batches--
+		ob.st.readings -= n
+		ob.st.bytes -= uint64(len(v))
+		d.dropped += n
+		if err := bk.Delete(k); err != nil {
+			return err
+		}
+		ob.log.Warn("outbox full: dropped the oldest unsent batch (drop_oldest)", "seq", seq, "readings", n)
+	}
+	return nil
+}
+
+// encodeGap and decodeGap store the pending gap notice in the meta bucket.
+func encodeGap(g *protocol.Gap) []byte {
+	b := binary.AppendUvarint(nil, g.Readings)
+	b = binary.AppendVarint(b, g.FirstTime)
+	b = binary.AppendVarint(b, g.LastTime)
+	b = binary.AppendUvarint(b, uint64(len(g.Seqs)))
+	for _, r := range g.Seqs {
+		b = binary.AppendUvarint(b, r.First)
+		b = binary.AppendUvarint(b, r.Last)
+	}
+	return b
+}
+
+func decodeGap(b []byte) (*protocol.Gap, error) {
+	g := &protocol.Gap{}
+	var vals []uint64
+	read := func() {
+		if b == nil {
+			return
+		}
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			b = nil
+			return
+		}
+		vals = append(vals, v)
+		b = b[n:]
+	}
+	readS := func() int64 {
+		if b == nil {
+			return 0
+		}
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			b = nil
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	read()
+	g.FirstTime, g.LastTime = readS(), readS()
+	read()
+	if b == nil || len(vals) != 2 || vals[1] > 1<<20 {
+		return nil, errors.New("bad gap record")
+	}
+	g.Readings = vals[0]
+	for range vals[1] {
+		read()
+		read()
+	}
+	if b == nil || len(vals) != 2+2*int(vals[1]) {
+		return nil, errors.New("bad gap record")
+	}
+	for i := 2; i < len(vals); i += 2 {
+		g.Seqs = append(g.Seqs, protocol.SeqRange{First: vals[i], Last: vals[i+1]})
+	}
+	return g, nil
+}

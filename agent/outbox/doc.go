@@ -1,0 +1,41 @@
+// Package outbox is the agent's durable buffer: every reading is committed
+// to a bbolt file on the gateway's own disk and stays there until the hub's
+// ack says it is stored.
+//
+// # Life of a reading
+//
+// Add puts readings in a bounded in-memory pending list. Commit, called every
+// commit interval (default 1 s) by the agent, moves them into the open batch
+// in one bbolt transaction: readings go through a protocol.Packer, and the
+// ones new since the last commit are written as a chunk. When the open batch
+// is full (the protocol's byte, series or reading limit) or older than
+// MaxBatchAge, it is sealed in the same transaction: it gets the next seq,
+// any pending gap notice, its final wire bytes are stored under the seq, and
+// its chunks are deleted. After a crash the open batch is rebuilt from its
+// chunks. Each reading therefore reaches the flash about twice (chunk and
+// sealed batch, a few bytes each), plus bbolt's pages for the one
+// transaction per commit interval.
+//
+// Sealed batches are read in seq order by the forwarder (Next), published,
+// and settled by acks (Ack). Settled seqs are forgotten at once in memory and
+// deleted from disk at the next Commit, so acks cost no extra fsync.
+//
+// # Disk bound and exact loss
+//
+// MaxBytes bounds the stored backlog. Under drop_oldest, Commit deletes the
+// oldest sealed batches that were never published; under drop_newest it
+// refuses new readings. Either way the readings dropped are counted exactly
+// and reported to the hub in the gap notice of the next sealed batch.
+//
+// A batch that may have been published is never dropped: the hub may
+// already have stored it, and then a reported drop would be false. The
+// outbox keeps a durable publish watermark (raised ahead of publishing, in
+// leases, so it rarely costs a sync); only batches above it are dropped.
+// Batches below it are bounded by the forwarder's in-flight window.
+//
+// # Epochs and corruption
+//
+// A new outbox draws a random epoch; seqs start at 1 in it. A file that bbolt
+// refuses or that fails its consistency check is moved aside (never deleted)
+// and a new epoch starts; Stats().Notice says so.
+package outbox

@@ -1,0 +1,19 @@
+package outbox
+
+// crash closes the file without marking a clean shutdown, as kill -9 would
+// leave it (bbolt's own writes are atomic, so this is what a crash looks like).
+func (ob *Outbox) crash() {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	ob.closed = true
+	ob.db.Close()
+}
+
+var Crash = (*Outbox).crash
+
+// Published returns the durable publish watermark.
+func (ob *Outbox) Published() uint64 {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.st.published
+}

@@ -1,0 +1,425 @@
+package outbox
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// DropPolicy says what goes when the disk bound is reached.
+type DropPolicy string
+
+// Drop policies.
+const (
+	// DropOldest deletes the oldest sealed batches that were never published.
+	DropOldest DropPolicy = "drop_oldest"
+	// DropNewest refuses new readings while the backlog is at the bound.
+	DropNewest DropPolicy = "drop_newest"
+)
+
+// Options configure an outbox. Zero values take the defaults.
+type Options struct {
+	// Path of the bbolt file. Required.
+	Path string
+	// Device is the agent's device id. Required.
+	Device string
+	// MaxBytes bounds the stored backlog (sealed batches and open-batch
+	// chunks, as stored). The bbolt file is larger by its page overhead.
+	// Default 256 MiB; at least 16 batches of Limits.MaxMessageBytes (1 MiB
+	// with the default limits), so the batches in flight always fit.
+	MaxBytes int64
+	// Policy applies at the bound. Default DropOldest.
+	Policy DropPolicy
+	// MaxBatchAge seals the open batch once its first reading is this old
+	// (on the commit clock). Default 30 s.
+	MaxBatchAge time.Duration
+	// MaxPending bounds the readings held in memory between commits; beyond
+	// it new readings are dropped and counted. Default 100,000.
+	MaxPending int
+	// PublishLease is how far ahead of the seq being published the durable
+	// publish watermark is raised, so that raising it rarely costs a sync.
+	// Default 16.
+	PublishLease uint64
+	// Limits of the wire protocol; batches never exceed them.
+	Limits protocol.Limits
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now is the clock for seal times and batch ages; nil means time.Now.
+	Now func() time.Time
+	// NoSync skips fsync. Only for tests and CPU benchmarks: a crash can
+	// then lose committed readings.
+	NoSync bool
+	// OnCommit, if set, is called after each successful commit with the
+	// readings it made durable (for ground-truth logs in simulations). It
+	// must not call back into the outbox.
+	OnCommit func([]protocol.Reading)
+}
+
+// Stats describe the outbox at one moment.
+type Stats struct {
+	Epoch   uint64
+	LastSeq uint64 // highest seq sealed
+	// Backlog is what waits on disk: sealed unsettled batches (Batches,
+	// Readings, Bytes) plus the open batch's readings and chunk bytes.
+	Backlog protocol.Backlog
+	// Pending counts readings added but not yet committed.
+	Pending int
+	// Committed, Sealed, Settled, Dropped, Rejected, Invalid count readings
+	// since this process opened the outbox (Dropped: also DroppedEpoch).
+	Committed, Settled, Dropped, Rejected, Invalid uint64
+	SealedBatches                                  uint64
+	// DroppedEpoch counts every reading dropped in this epoch (durable).
+	DroppedEpoch uint64
+	// Notice is set when the outbox had to start a new epoch (corrupt file).
+	Notice string
+	// FileBytes is the size of the bbolt file.
+	FileBytes int64
+	// Commits and CommitErrors count Commit calls that wrote, and that failed.
+	Commits, CommitErrors uint64
+	// AcksIgnored counts acks refused by reason (foreign_device, unknown_epoch, unsent_seq).
+	AcksIgnored map[string]uint64
+}
+
+// Outbox is the durable buffer. Its methods are safe for concurrent use.
+type Outbox struct {
+	o   Options
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	db      *bolt.DB
+	pending []protocol.Reading
+	st      state
+	packer  *protocol.Packer
+	// Open batch bookkeeping.
+	openSince time.Time // first commit into the open batch; zero when empty
+	chunk     []protocol.Reading
+	chunker   *protocol.Packer // encodes chunks (relaxed limits)
+	// Acks applied in memory, deleted from disk at the next Commit.
+	settledThrough uint64
+	settled        map[uint64]bool
+	rejected       map[uint64]string
+	// Gap of readings dropped in memory (pending overflow), merged at commit.
+	memGap protocol.Gap
+	stats  Stats
+	closed bool
+}
+
+// state is what lives in the meta bucket.
+type state struct {
+	epoch, nextSeq, published, chunkSeq uint64
+	dropped                             uint64 // readings dropped in this epoch
+	gap                                 *protocol.Gap
+	batches, readings, bytes            uint64 // sealed batches on disk
+	openReadings, openBytes             uint64 // chunks on disk
+}
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketBatches = []byte("batches")
+	bucketChunks  = []byte("chunks")
+)
+
+// Errors.
+var (
+	// ErrClosed: the outbox was closed.
+	ErrClosed = errors.New("outbox closed")
+	// ErrForeignAck, ErrUnknownEpoch and ErrUnsentSeq: an ack that does not
+	// belong to this outbox; it is ignored and counted.
+	ErrForeignAck   = errors.New("ack for another device")
+	ErrUnknownEpoch = errors.New("ack for another epoch")
+	ErrUnsentSeq    = errors.New("ack for a seq never sealed")
+)
+
+// batch values: readings (4 bytes), first and last event time (8 + 8), wire bytes.
+const batchPrefix = 20
+
+// Open opens or creates the outbox at o.Path. A file bbolt refuses, or that
+// fails its consistency check after an unclean shutdown, is renamed to
+// Path.corrupt-<unix time> and a new epoch starts (Stats().Notice).
+func Open(o Options) (*Outbox, error) {
+	if o.Path == "" {
+		return nil, errors.New("outbox: path required")
+	}
+	if err := protocol.ValidDevice(o.Device); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 256 << 20
+	}
+	o.Limits = o.Limits.WithDefaults()
+	if min := 16 * int64(o.Limits.MaxMessageBytes); o.MaxBytes < min {
+		return nil, fmt.Errorf("outbox: max bytes %d: at least 16 batches (%d)", o.MaxBytes, min)
+	}
+	switch o.Policy {
+	case "":
+		o.Policy = DropOldest
+	case DropOldest, DropNewest:
+	default:
+		return nil, fmt.Errorf("outbox: drop policy %q: want drop_oldest or drop_newest", o.Policy)
+	}
+	if o.MaxBatchAge <= 0 {
+		o.MaxBatchAge = 30 * time.Second
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 100_000
+	}
+	if o.PublishLease == 0 {
+		o.PublishLease = 16
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	packer, err := protocol.NewPacker(o.Device, o.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	chunker, err := protocol.NewPacker(o.Device, protocol.Limits{MaxMessageBytes: 1 << 24, MaxReadings: 1 << 22, MaxSeries: 1 << 12})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	ob := &Outbox{o: o, log: o.Logger, now: o.Now, packer: packer, chunker: chunker,
+		settled: map[uint64]bool{}, rejected: map[uint64]string{}}
+	ob.stats.AcksIgnored = map[string]uint64{}
+	if err := ob.open(); err != nil {
+		return nil, err
+	}
+	return ob, nil
+}
+
+func (ob *Outbox) open() error {
+	// A leftover from an interrupted compaction is never the live file.
+	os.Remove(ob.o.Path + ".compact")
+	db, err := openChecked(ob.o.Path, ob.o.NoSync)
+	if err != nil {
+		var ce *corruptError
+		if !errors.As(err, &ce) {
+			return err
+		}
+		aside := fmt.Sprintf("%s.corrupt-%d", ob.o.Path, ob.now().Unix())
+		if rerr := os.Rename(ob.o.Path, aside); rerr != nil {
+			return fmt.Errorf("outbox: %v; moving it aside failed: %w", err, rerr)
+		}
+		ob.stats.Notice = fmt.Sprintf("outbox file was corrupt (%v); moved to %s; a new epoch started and its unsent readings are lost", ce.err, filepath.Base(aside))
+		ob.log.Error("outbox corrupt: moved aside, new epoch", "file", aside, "err", ce.err)
+		if db, err = openChecked(ob.o.Path, ob.o.NoSync); err != nil {
+			return err
+		}
+	}
+	ob.db = db
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketBatches, bucketChunks} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		if st.epoch == 0 {
+			st = state{epoch: randomEpoch(), nextSeq: 1}
+			ob.log.Info("outbox: new epoch", "epoch", fmt.Sprintf("%016x", st.epoch))
+		}
+		ob.st = st
+		tx.Bucket(bucketMeta).Put([]byte("clean"), []byte{0})
+		return ob.saveState(tx)
+	}); err != nil {
+		db.Close()
+		return fmt.Errorf("outbox: open %s: %w", ob.o.Path, err)
+	}
+	ob.settledThrough = 0
+	return ob.replayChunks()
+}
+
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return "corrupt outbox: " + e.err.Error() }
+
+// openChecked opens the bbolt file; after an unclean shutdown it also checks
+// the whole file. bbolt can panic on some corrupt pages; that is corruption too.
+func openChecked(path string, noSync bool) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, &corruptError{fmt.Errorf("bbolt panicked: %v", r)}
+		}
+	}()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: noSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+			return nil, &corruptError{err}
+		}
+		return nil, fmt.Errorf("outbox: open %s: %w", path, err)
+	}
+	clean := false
+	db.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil {
+			v := m.Get([]byte("clean"))
+			clean = len(v) == 1 && v[0] == 1
+		}
+		return nil
+	})
+	if !clean {
+		err = db.View(func(tx *bolt.Tx) error {
+			for e := range tx.Check() {
+				return e
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, &corruptError{err}
+		}
+	}
+	return db, nil
+}
+
+func randomEpoch() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if e := binary.BigEndian.Uint64(b[:]); e != 0 {
+			return e
+		}
+	}
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func loadState(tx *bolt.Tx) (state, error) {
+	m := tx.Bucket(bucketMeta)
+	get := func(k string) uint64 {
+		v := m.Get([]byte(k))
+		if len(v) != 8 {
+			return 0
+		}
+		return binary.BigEndian.Uint64(v)
+	}
+	st := state{
+		epoch: get("epoch"), nextSeq: get("next_seq"), published: get("published"), chunkSeq: get("chunk_seq"),
+		dropped: get("dropped"), batches: get("batches"), readings: get("readings"), bytes: get("bytes"),
+		openReadings: get("open_readings"), openBytes: get("open_bytes"),
+	}
+	if v := m.Get([]byte("gap")); len(v) > 0 {
+		g, err := decodeGap(v)
+		if err != nil {
+			return st, &corruptError{fmt.Errorf("pending gap notice: %w", err)}
+		}
+		st.gap = g
+	}
+	if st.epoch != 0 && st.nextSeq == 0 {
+		return st, &corruptError{errors.New("meta: epoch without next seq")}
+	}
+	return st, nil
+}
+
+func (ob *Outbox) saveState(tx *bolt.Tx) error {
+	m := tx.Bucket(bucketMeta)
+	st := &ob.st
+	for k, v := range map[string]uint64{
+		"epoch": st.epoch, "next_seq": st.nextSeq, "published": st.published, "chunk_seq": st.chunkSeq,
+		"dropped": st.dropped, "batches": st.batches, "readings": st.readings, "bytes": st.bytes,
+		"open_readings": st.openReadings, "open_bytes": st.openBytes,
+	} {
+		if err := m.Put([]byte(k), u64(v)); err != nil {
+			return err
+		}
+	}
+	if st.gap == nil {
+		return m.Delete([]byte("gap"))
+	}
+	return m.Put([]byte("gap"), encodeGap(st.gap))
+}
+
+// replayChunks rebuilds the open batch from its chunks after (re)opening.
+func (ob *Outbox) replayChunks() error {
+	ob.packer.Reset()
+	ob.chunk = ob.chunk[:0]
+	ob.openSince = time.Time{}
+	var readings []protocol.Reading
+	codec := protocol.NewCodec(protocol.Limits{MaxMessageBytes: 1 << 24, MaxReadings: 1 << 22, MaxSeries: 1 << 12})
+	err := ob.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketChunks).ForEach(func(k, v []byte) error {
+			var b protocol.Batch
+			if err := codec.DecodeBatch(v, &b); err != nil {
+				return &corruptError{fmt.Errorf("chunk %x: %w", k, err)}
+			}
+			readings = appendReadings(readings, &b)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if len(readings) == 0 {
+		return nil
+	}
+	// Re-pack and rewrite them as one chunk, in one transaction: should the
+	// batch fill differently than before, it is sealed as usual and only the
+	// readings after the seal stay in the new chunk.
+	now := ob.now()
+	var d delta
+	err = ob.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketChunks); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketChunks); err != nil {
+			return err
+		}
+		ob.st.openReadings, ob.st.openBytes = 0, 0
+		for i := range readings {
+			if _, err := ob.addToOpen(tx, &readings[i], &d, now); err != nil {
+				return err
+			}
+		}
+		if err := ob.writeChunk(tx); err != nil {
+			return err
+		}
+		return ob.saveState(tx)
+	})
+	ob.stats.SealedBatches += d.sealed
+	ob.stats.Invalid += d.invalid
+	return err
+}
+
+// appendReadings flattens a decoded batch into readings.
+func appendReadings(dst []protocol.Reading, b *protocol.Batch) []protocol.Reading {
+	for _, s := range b.Series {
+		for i, t := range s.Times {
+			r := protocol.Reading{Sensor: s.Sensor, Metric: s.Metric, Unit: s.Unit, Labels: s.Labels, Type: s.Type, Resolution: s.Resolution, Time: t}
+			switch s.Type {
+			case protocol.Float:
+				r.Float = s.Floats[i]
+			case protocol.Int:
+				r.Int = s.Ints[i]
+			case protocol.Bool:
+				r.Bool = s.Bools[i]
+			case protocol.String:
+				r.Str = s.Strings[i]
+			}
+			dst = append(dst, r)
+		}
+	}
+	return dst
+}

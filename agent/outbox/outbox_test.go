@@ -1,0 +1,499 @@
+package outbox_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/freshet-iot/freshet/agent/outbox"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a manual clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type env struct {
+	t     *testing.T
+	path  string
+	clk   *clock
+	opts  outbox.Options
+	ob    *outbox.Outbox
+	truth map[int64]bool // readings committed (OnCommit), keyed by their unique time
+	mu    sync.Mutex
+}
+
+func newEnv(t *testing.T, mod func(*outbox.Options)) *env {
+	e := &env{t: t, path: filepath.Join(t.TempDir(), "outbox.db"), clk: &clock{t: time.Unix(1_700_000_000, 0)}, truth: map[int64]bool{}}
+	e.opts = outbox.Options{Path: e.path, Device: "gw-1", Now: e.clk.Now, MaxBatchAge: 10 * time.Second,
+		OnCommit: func(rs []protocol.Reading) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			for _, r := range rs {
+				if e.truth[r.Time] {
+					t.Errorf("reading at %d committed twice", r.Time)
+				}
+				e.truth[r.Time] = true
+			}
+		}}
+	if mod != nil {
+		mod(&e.opts)
+	}
+	e.open()
+	t.Cleanup(func() { e.ob.Close() })
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	ob, err := outbox.Open(e.opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.ob = ob
+}
+
+func (e *env) reopen(crash bool) {
+	e.t.Helper()
+	if crash {
+		outbox.Crash(e.ob)
+	} else if err := e.ob.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.open()
+}
+
+// readings returns n readings with unique times starting at seq0 seconds
+// past the clock's base (times identify readings in these tests).
+func readings(seq0, n int) []protocol.Reading {
+	out := make([]protocol.Reading, n)
+	for i := range out {
+		k := seq0 + i
+		out[i] = protocol.Reading{Sensor: "bme280", Metric: "temperature", Unit: "C", Type: protocol.Float, Resolution: 0.01,
+			Time: int64(1_700_000_000+k) * 1e9, Float: 20 + float64(k%100)/100}
+	}
+	return out
+}
+
+func (e *env) commit() {
+	e.t.Helper()
+	if err := e.ob.Commit(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// drain reads every sealed unsettled batch in order, decoding it.
+func (e *env) drain() []*protocol.Batch {
+	e.t.Helper()
+	var out []*protocol.Batch
+	after := uint64(0)
+	for {
+		seq, data, ok, err := e.ob.Next(after)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if !ok {
+			return out
+		}
+		b, err := protocol.DecodeBatch(data)
+		if err != nil {
+			e.t.Fatalf("batch %d does not decode: %v", seq, err)
+		}
+		if b.Seq != seq || b.Epoch != e.ob.Epoch() || b.Device != "gw-1" {
+			e.t.Fatalf("batch header %d/%x/%s, want seq %d epoch %x", b.Seq, b.Epoch, b.Device, seq, e.ob.Epoch())
+		}
+		out = append(out, b)
+		after = seq
+	}
+}
+
+func times(bs []*protocol.Batch) []int64 {
+	var ts []int64
+	for _, b := range bs {
+		for _, s := range b.Series {
+			ts = append(ts, s.Times...)
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+	return ts
+}
+
+func ack(e *env, through uint64, applied ...uint64) error {
+	return e.ob.Ack(&protocol.Ack{Device: "gw-1", Epoch: e.ob.Epoch(), Through: through, Applied: applied})
+}
+
+func TestCommitSealAckDelete(t *testing.T) {
+	e := newEnv(t, nil)
+	e.ob.Add(readings(0, 5))
+	e.commit()
+	if bs := e.drain(); len(bs) != 0 {
+		t.Fatalf("sealed before MaxBatchAge: %d batches", len(bs))
+	}
+	if st := e.ob.Stats(); st.Backlog.Readings != 5 || st.Committed != 5 || st.Pending != 0 {
+		t.Fatalf("stats after commit: %+v", st)
+	}
+	e.clk.Add(10 * time.Second)
+	e.ob.Add(readings(5, 5))
+	e.commit() // age reached: the open batch (all 10) is sealed
+	bs := e.drain()
+	if len(bs) != 1 || bs[0].Seq != 1 || bs[0].Readings() != 10 {
+		t.Fatalf("got %d batches, first with %d readings; want 1 batch of 10", len(bs), bs[0].Readings())
+	}
+	if bs[0].Series[0].Floats[1] != 20.01 {
+		t.Fatalf("value %v, want 20.01", bs[0].Series[0].Floats[1])
+	}
+	if err := ack(e, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !e.ob.Settled(1) || len(e.drain()) != 0 {
+		t.Fatal("an acked batch is still offered")
+	}
+	e.commit()
+	st := e.ob.Stats()
+	if st.Backlog.Readings != 0 || st.Backlog.Batches != 0 || st.Backlog.Bytes != 0 || st.Settled != 10 {
+		t.Fatalf("after ack and commit: %+v", st)
+	}
+}
+
+func TestSealBySizeNeverOverLimit(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { o.Limits.MaxMessageBytes = 1024 })
+	e.ob.Add(readings(0, 5000))
+	e.commit()
+	bs := e.drain()
+	if len(bs) < 5 {
+		t.Fatalf("%d batches for 5000 readings at 1 KiB", len(bs))
+	}
+	for i, b := range bs {
+		if b.Seq != uint64(i+1) {
+			t.Fatalf("batch %d has seq %d: seqs must be contiguous from 1", i, b.Seq)
+		}
+		data, _ := protocol.EncodeBatch(b)
+		if len(data) > 1024 {
+			t.Fatalf("batch %d is %d bytes", b.Seq, len(data))
+		}
+	}
+	e.clk.Add(time.Minute)
+	e.commit()
+	if got := len(times(e.drain())); got != 5000 {
+		t.Fatalf("%d readings sealed, want 5000", got)
+	}
+}
+
+// TestRestartContinues: after a clean close or a crash the outbox has the
+// same epoch, the open batch is rebuilt from its chunks, unacked batches are
+// offered again, and seqs continue.
+func TestRestartContinues(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprint("crash=", crash), func(t *testing.T) {
+			e := newEnv(t, nil)
+			epoch := e.ob.Epoch()
+			e.ob.Add(readings(0, 100))
+			e.clk.Add(time.Minute)
+			e.commit() // batch 1 sealed? no: the open batch only started now
+			e.clk.Add(time.Minute)
+			e.commit() // batch 1 sealed
+			e.ob.Add(readings(100, 50))
+			e.commit() // open batch: 50 readings in a chunk
+			e.ob.Add(readings(150, 7)) // never committed: may be lost
+			if err := ack(e, 0); err != nil {
+				t.Fatal(err)
+			}
+			e.reopen(crash)
+			if e.ob.Epoch() != epoch {
+				t.Fatal("epoch changed across a restart")
+			}
+			bs := e.drain()
+			if len(bs) != 1 || bs[0].Seq != 1 || bs[0].Readings() != 100 {
+				t.Fatalf("after restart: %d batches", len(bs))
+			}
+			e.clk.Add(time.Minute)
+			e.commit()
+			bs = e.drain()
+			if len(bs) != 2 || bs[1].Seq != 2 || bs[1].Readings() != 50 {
+				t.Fatalf("open batch after restart: %d batches, last %+v", len(bs), bs[len(bs)-1].Seq)
+			}
+			if got := len(times(bs)); got != 150 {
+				t.Fatalf("%d readings, want the 150 committed", got)
+			}
+		})
+	}
+}
+
+func TestRogueAcksChangeNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	e.ob.Add(readings(0, 10))
+	e.clk.Add(time.Minute)
+	e.commit()
+	e.clk.Add(time.Minute)
+	e.commit()
+	epoch := e.ob.Epoch()
+	for _, tc := range []struct {
+		ack  protocol.Ack
+		want error
+	}{
+		{protocol.Ack{Device: "gw-2", Epoch: epoch, Through: 1}, outbox.ErrForeignAck},
+		{protocol.Ack{Device: "gw-1", Epoch: epoch + 1, Through: 1}, outbox.ErrUnknownEpoch},
+		{protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 2}, outbox.ErrUnsentSeq},
+		{protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 0, Applied: []uint64{1, 9}}, outbox.ErrUnsentSeq},
+		{protocol.Ack{Device: "gw-1", Epoch: epoch, Rejected: []protocol.Rejection{{Seq: 5, Reason: "x"}}}, outbox.ErrUnsentSeq},
+	} {
+		if err := e.ob.Ack(&tc.ack); !errors.Is(err, tc.want) {
+			t.Errorf("Ack(%+v) = %v, want %v", tc.ack, err, tc.want)
+		}
+	}
+	e.commit()
+	if len(e.drain()) != 1 || e.ob.Stats().Backlog.Readings != 10 {
+		t.Fatal("a rogue ack deleted data")
+	}
+	ign := e.ob.Stats().AcksIgnored
+	if ign["foreign_device"] != 1 || ign["unknown_epoch"] != 1 || ign["unsent_seq"] != 3 {
+		t.Fatalf("ignored acks counted %v", ign)
+	}
+}
+
+func TestRejectedBatchIsSettledAndCounted(t *testing.T) {
+	e := newEnv(t, nil)
+	e.ob.Add(readings(0, 10))
+	e.clk.Add(time.Minute)
+	e.commit()
+	e.clk.Add(time.Minute)
+	e.commit()
+	if err := e.ob.Ack(&protocol.Ack{Device: "gw-1", Epoch: e.ob.Epoch(), Through: 1,
+		Rejected: []protocol.Rejection{{Seq: 1, Reason: "not_finite", Detail: "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.commit()
+	if st := e.ob.Stats(); st.Rejected != 10 || st.Backlog.Readings != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestAckOutOfOrder: applied seqs above a hole are settled; the hole is offered.
+func TestAckOutOfOrder(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { o.Limits.MaxMessageBytes = 512 })
+	e.ob.Add(readings(0, 1500))
+	e.commit()
+	bs := e.drain()
+	if len(bs) < 5 {
+		t.Fatalf("%d batches", len(bs))
+	}
+	if err := ack(e, 1, 3, 4); err != nil {
+		t.Fatal(err)
+	}
+	seq, _, ok, _ := e.ob.Next(0)
+	if !ok || seq != 2 {
+		t.Fatalf("Next = %d, want the hole 2", seq)
+	}
+	seq, _, _, _ = e.ob.Next(2)
+	if seq != 5 {
+		t.Fatalf("Next after 2 = %d, want 5", seq)
+	}
+	if err := ack(e, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []uint64{1, 2, 3, 4} {
+		if !e.ob.Settled(s) {
+			t.Errorf("seq %d not settled", s)
+		}
+	}
+}
+
+// accounting checks that every reading ever added is exactly one of:
+// offered in a sealed batch, in the open batch, or reported dropped.
+func accounting(t *testing.T, e *env, added int, dropped []*protocol.Gap) {
+	t.Helper()
+	e.clk.Add(time.Hour)
+	e.commit() // seal whatever is open (and any gap notice)
+	bs := e.drain()
+	var gapReadings uint64
+	for _, b := range bs {
+		if b.Gap != nil {
+			gapReadings += b.Gap.Readings
+		}
+	}
+	for _, g := range dropped {
+		gapReadings += g.Readings
+	}
+	sealed := len(times(bs))
+	st := e.ob.Stats()
+	if uint64(sealed)+gapReadings+st.Settled != uint64(added) {
+		t.Fatalf("accounting: %d sealed + %d reported dropped + %d settled != %d added", sealed, gapReadings, st.Settled, added)
+	}
+	if st.DroppedEpoch != gapReadings {
+		t.Fatalf("DroppedEpoch %d, gap notices report %d", st.DroppedEpoch, gapReadings)
+	}
+}
+
+func TestDropOldestNeverDropsPublished(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) {
+		o.Limits.MaxMessageBytes = 1024
+		o.MaxBytes = 16 * 1024
+		o.PublishLease = 2
+	})
+	// Fill a few batches and "publish" the first two.
+	e.ob.Add(readings(0, 2000))
+	e.commit()
+	if err := e.ob.MarkPublishing(2); err != nil {
+		t.Fatal(err)
+	}
+	if e.ob.Published() != 4 {
+		t.Fatalf("publish watermark %d, want 2+lease 2", e.ob.Published())
+	}
+	added := 2000
+	for i := range 40 {
+		e.ob.Add(readings(added, 500))
+		added += 500
+		e.clk.Add(time.Second)
+		e.commit()
+		if st := e.ob.Stats(); int64(st.Backlog.Bytes) > 16*1024+1024 {
+			t.Fatalf("round %d: backlog %d bytes over the bound", i, st.Backlog.Bytes)
+		}
+	}
+	bs := e.drain()
+	if bs[0].Seq != 1 || bs[1].Seq != 2 || bs[2].Seq != 3 || bs[3].Seq != 4 {
+		t.Fatalf("published batches 1..4 were dropped: first seqs %d %d %d %d", bs[0].Seq, bs[1].Seq, bs[2].Seq, bs[3].Seq)
+	}
+	// Some batch carries a gap notice naming dropped seqs, all above 4.
+	var gaps []*protocol.Gap
+	for _, b := range bs {
+		if b.Gap != nil {
+			gaps = append(gaps, b.Gap)
+			for _, r := range b.Gap.Seqs {
+				if r.First <= 4 {
+					t.Fatalf("gap names seq %d, which may have been published", r.First)
+				}
+			}
+		}
+	}
+	if len(gaps) == 0 {
+		t.Fatal("drops happened but no gap notice was sealed")
+	}
+	// Dropped seqs plus offered seqs cover every seq sealed, exactly once.
+	seen := map[uint64]int{}
+	for _, b := range bs {
+		seen[b.Seq]++
+	}
+	for _, g := range gaps {
+		for _, r := range g.Seqs {
+			for s := r.First; s <= r.Last; s++ {
+				seen[s]++
+			}
+		}
+	}
+	last := bs[len(bs)-1].Seq
+	for s := uint64(1); s <= last; s++ {
+		if seen[s] != 1 {
+			t.Fatalf("seq %d accounted %d times (offered or reported dropped)", s, seen[s])
+		}
+	}
+	accounting(t, e, added, nil)
+}
+
+func TestDropNewest(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) {
+		o.Limits.MaxMessageBytes = 1024
+		o.MaxBytes = 16 * 1024
+		o.Policy = outbox.DropNewest
+	})
+	added := 0
+	for range 60 {
+		e.ob.Add(readings(added, 500))
+		added += 500
+		e.clk.Add(time.Second)
+		e.commit()
+	}
+	st := e.ob.Stats()
+	if st.DroppedEpoch == 0 {
+		t.Fatal("nothing dropped")
+	}
+	bs := e.drain()
+	// The oldest data is kept: batch 1 holds the very first reading.
+	if bs[0].Seq != 1 || times(bs[:1])[0] != readings(0, 1)[0].Time {
+		t.Fatal("drop_newest dropped old data")
+	}
+	accounting(t, e, added, nil)
+}
+
+func TestPendingOverflowIsCounted(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { o.MaxPending = 100 })
+	e.ob.Add(readings(0, 150))
+	if st := e.ob.Stats(); st.Pending != 100 || st.Dropped != 50 {
+		t.Fatalf("pending %d dropped %d", st.Pending, st.Dropped)
+	}
+	e.commit()
+	accounting(t, e, 150, nil)
+}
+
+func TestCorruptFileMovedAside(t *testing.T) {
+	e := newEnv(t, nil)
+	e.ob.Add(readings(0, 10))
+	e.commit()
+	old := e.ob.Epoch()
+	outbox.Crash(e.ob)
+	// Scribble over the file: bbolt's meta pages fail their checksum.
+	f, err := os.OpenFile(e.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 8192)
+	for i := range junk {
+		junk[i] = byte(i * 7)
+	}
+	f.WriteAt(junk, 0)
+	f.Close()
+	e.open()
+	st := e.ob.Stats()
+	if st.Epoch == old || st.Notice == "" || st.LastSeq != 0 {
+		t.Fatalf("after corruption: epoch %x (old %x), notice %q, last seq %d", st.Epoch, old, st.Notice, st.LastSeq)
+	}
+	aside, _ := filepath.Glob(e.path + ".corrupt-*")
+	if len(aside) != 1 {
+		t.Fatalf("corrupt file not kept aside: %v", aside)
+	}
+	// The new outbox works.
+	e.ob.Add(readings(100, 3))
+	e.clk.Add(time.Minute)
+	e.commit()
+	e.clk.Add(time.Minute)
+	e.commit()
+	if bs := e.drain(); len(bs) != 1 || bs[0].Seq != 1 {
+		t.Fatalf("new epoch batches: %d", len(bs))
+	}
+}
+
+func TestGapSurvivesRestart(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { o.MaxPending = 10 })
+	e.ob.Add(readings(0, 15)) // 5 dropped in memory
+	e.commit()
+	e.reopen(true) // the gap is durable with the commit that recorded it
+	e.clk.Add(time.Hour)
+	e.commit()
+	bs := e.drain()
+	var gap *protocol.Gap
+	for _, b := range bs {
+		if b.Gap != nil {
+			gap = b.Gap
+		}
+	}
+	if gap == nil || gap.Readings != 5 || len(gap.Seqs) != 0 {
+		t.Fatalf("gap after restart: %+v", gap)
+	}
+}
