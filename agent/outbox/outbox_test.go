@@ -211,7 +211,7 @@ func TestRestartContinues(t *testing.T) {
 			e.clk.Add(time.Minute)
 			e.commit() // batch 1 sealed
 			e.ob.Add(readings(100, 50))
-			e.commit() // open batch: 50 readings in a chunk
+			e.commit()                 // open batch: 50 readings in a chunk
 			e.ob.Add(readings(150, 7)) // never committed: may be lost
 			if err := ack(e, 0); err != nil {
 				t.Fatal(err)
