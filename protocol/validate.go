@@ -186,3 +186,21 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// ValidName checks a sensor or metric name under the default limits (what
+// names it in the error): 1..64 bytes of [A-Za-z0-9_.:-].
+func ValidName(s, what string) error { return validName(s, what, DefaultMaxNameLen) }
+
+// ValidLabelKey checks a label key under the default limits.
+func ValidLabelKey(k string) error { return validLabelKey(k, DefaultMaxNameLen) }
+
+// ValidLabelValue checks a label value: printable UTF-8, 1..64 bytes.
+func ValidLabelValue(v string) error {
+	return validPrintable(v, "label value", DefaultMaxNameLen, false)
+}
+
+// ValidUnit checks a unit: printable UTF-8, at most 64 bytes, may be empty.
+func ValidUnit(u string) error { return validPrintable(u, "unit", DefaultMaxNameLen, true) }
+
+// ValidString checks a string value: valid UTF-8 of at most 1024 bytes.
+func ValidString(s string) error { return validText(s, "string value", DefaultMaxStringLen) }

@@ -1,0 +1,67 @@
+package sensor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Errors a read can wrap, grouped by what the runner counts. Reason maps an
+// error to its counter label with errors.Is, never by its text; an error that
+// wraps none of these counts as "io".
+var (
+	// ErrTimeout: the read did not finish within the sensor's timeout, or a
+	// previous read that timed out is still running.
+	ErrTimeout = errors.New("read timed out")
+	// ErrImplausible: a value outside the metric's plausible range, or NaN or ±Inf.
+	ErrImplausible = errors.New("implausible value")
+	// ErrParse: the source's output (sysfs file, command output) or the
+	// values a Source returned are not in the expected form.
+	ErrParse = errors.New("unparsable reading")
+)
+
+// Reasons an error is counted under, the values of the reason label of
+// freshet_agent_sensor_errors_total.
+const (
+	ReasonIO          = "io"
+	ReasonTimeout     = "timeout"
+	ReasonImplausible = "implausible"
+	ReasonParse       = "parse"
+)
+
+// reasons lists every value Reason returns for a non-nil error.
+func reasons() []string {
+	return []string{ReasonIO, ReasonTimeout, ReasonImplausible, ReasonParse}
+}
+
+// Reason returns the counter label for a read error: "timeout",
+// "implausible", "parse" or, for anything else, "io". Nil maps to "".
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrImplausible):
+		return ReasonImplausible
+	case errors.Is(err, ErrParse):
+		return ReasonParse
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return ReasonTimeout
+	}
+	return ReasonIO
+}
+
+// ConfigError is a problem with one key of one sensor's config. Key is the
+// YAML key ("address", "labels.room", "plausible.temperature"), so a caller
+// holding the yaml.Node tree can point at the line.
+type ConfigError struct {
+	Sensor string
+	Key    string
+	Err    error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("sensor %q: %s: %v", e.Sensor, e.Key, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
