@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/freshet-iot/freshet/agent/sensor"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// NewLogger builds the slog logger the config asks for.
+func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Check prints what the agent would run and reads every sensor once. It
+// returns the number of problems found (0: all good).
+func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
+	problems := 0
+	fmt.Fprintf(w, "device      %s\n", cfg.Device)
+	fmt.Fprintf(w, "broker      %s (topics %s/v1/%s/...)\n", cfg.MQTT.Broker, orDefault(cfg.MQTT.TopicPrefix, "freshet"), cfg.Device)
+	fmt.Fprintf(w, "outbox      %s/outbox.db, at most %d bytes, %s, commit every %v, batches sealed after %v\n",
+		cfg.DataDir, cfg.Outbox.MaxBytes, cfg.Outbox.DropPolicy, cfg.Outbox.CommitInterval, cfg.Outbox.MaxBatchAge)
+	fmt.Fprintf(w, "http        %s\n", cfg.HTTP.Listen)
+	if _, err := cfg.MQTT.Password(); err != nil {
+		fmt.Fprintf(w, "PROBLEM     %v\n", err)
+		problems++
+	}
+	if _, err := cfg.MQTT.TLSClientConfig(); err != nil {
+		fmt.Fprintf(w, "PROBLEM     %v\n", err)
+		problems++
+	}
+	e := sensor.HostEnv()
+	if env != nil {
+		e = *env
+	}
+	if e.SysRoot == "" {
+		e.SysRoot = cfg.SysRoot
+	}
+	for _, c := range cfg.Sensors {
+		fmt.Fprintf(w, "sensor      %-16s %-9s every %-6v ", c.Name, c.Type, c.Interval)
+		src, err := sensor.Open(c, e)
+		if err != nil {
+			fmt.Fprintf(w, "PROBLEM: %v\n", err)
+			problems++
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(time.Duration(c.Timeout), time.Second))
+		vals, err := src.Read(ctx)
+		cancel()
+		src.Close()
+		if err != nil {
+			fmt.Fprintf(w, "PROBLEM: read: %v\n", err)
+			problems++
+			continue
+		}
+		var parts []string
+		for _, v := range vals {
+			parts = append(parts, fmt.Sprintf("%s=%s%s", v.Metric, valueString(v), v.Unit))
+		}
+		fmt.Fprintf(w, "ok: %s\n", strings.Join(parts, " "))
+	}
+	if problems > 0 {
+		fmt.Fprintf(w, "%d problem(s)\n", problems)
+	}
+	return problems
+}
+
+func valueString(v sensor.Value) string {
+	switch {
+	case v.Str != "":
+		return fmt.Sprintf("%q", v.Str)
+	case v.Type == protocol.Int:
+		return fmt.Sprint(v.Int)
+	case v.Type == protocol.Bool:
+		return fmt.Sprint(v.Bool)
+	}
+	return fmt.Sprint(v.Float)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
