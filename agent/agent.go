@@ -254,10 +254,16 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) commitLoop(ctx context.Context) {
 	t := time.NewTicker(time.Duration(a.cfg.Outbox.CommitInterval))
 	defer t.Stop()
+	compact := time.NewTicker(time.Minute)
+	defer compact.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-compact.C:
+			if _, err := a.ob.MaybeCompact(); err != nil {
+				a.log.Error("outbox compaction failed", "err", err)
+			}
 		case <-t.C:
 			before := a.ob.Stats().LastSeq
 			if err := a.ob.Commit(); err != nil {

@@ -2,8 +2,11 @@ package outbox
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -167,3 +170,75 @@ func (ob *Outbox) Close() error {
 
 // Backlog is a shorthand for Stats().Backlog.
 func (ob *Outbox) Backlog() protocol.Backlog { return ob.Stats().Backlog }
+
+// CompactMinBytes is the file size below which MaybeCompact never compacts.
+const CompactMinBytes = 8 << 20
+
+// MaybeCompact rewrites the bbolt file when what it stores is under a tenth
+// of its size (bbolt files never shrink on their own: after a long outage
+// drains, the file keeps its peak size). The copy is synced and renamed
+// over the original, so a crash at any point leaves either the old file or
+// the complete new one; a leftover copy is removed at the next Open.
+// It reports whether it compacted.
+func (ob *Outbox) MaybeCompact() (bool, error) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.closed {
+		return false, ErrClosed
+	}
+	fi, err := os.Stat(ob.o.Path)
+	if err != nil {
+		return false, err
+	}
+	live := int64(ob.st.bytes+ob.st.openBytes) + 64<<10 // plus meta and a few pages
+	if fi.Size() < CompactMinBytes || live*10 > fi.Size() {
+		return false, nil
+	}
+	tmp := ob.o.Path + ".compact"
+	os.Remove(tmp)
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: ob.o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return false, fmt.Errorf("compact: %w", err)
+	}
+	if err := bolt.Compact(dst, ob.db, 16<<20); err != nil {
+		dst.Close()
+		os.Remove(tmp)
+		return false, fmt.Errorf("compact: %w", err)
+	}
+	if err := dst.Sync(); err != nil {
+		dst.Close()
+		os.Remove(tmp)
+		return false, fmt.Errorf("compact: %w", err)
+	}
+	dst.Close()
+	if err := ob.db.Close(); err != nil {
+		return false, fmt.Errorf("compact: close: %w", err)
+	}
+	if err := os.Rename(tmp, ob.o.Path); err != nil {
+		// The old file is intact: reopen it.
+		db, oerr := openChecked(ob.o.Path, ob.o.NoSync)
+		if oerr != nil {
+			ob.closed = true
+			return false, errors.Join(err, oerr)
+		}
+		ob.db = db
+		return false, fmt.Errorf("compact: %w", err)
+	}
+	syncDir(filepath.Dir(ob.o.Path))
+	db, err := openChecked(ob.o.Path, ob.o.NoSync)
+	if err != nil {
+		ob.closed = true
+		return false, fmt.Errorf("compact: reopen: %w", err)
+	}
+	ob.db = db
+	nfi, _ := os.Stat(ob.o.Path)
+	ob.log.Info("outbox compacted", "from_bytes", fi.Size(), "to_bytes", nfi.Size())
+	return true, nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}

@@ -497,3 +497,56 @@ func TestGapSurvivesRestart(t *testing.T) {
 		t.Fatalf("gap after restart: %+v", gap)
 	}
 }
+
+// TestCompaction: after a large backlog drains, the file shrinks, and the
+// outbox carries on with the same epoch and seqs.
+func TestCompaction(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { o.MaxBytes = 64 << 20 })
+	epoch := e.ob.Epoch()
+	added := 0
+	for range 20 {
+		rs := make([]protocol.Reading, 20000)
+		for i := range rs {
+			rs[i] = protocol.Reading{Sensor: "s", Metric: "noise", Type: protocol.Float,
+				Time: int64(1_700_000_000_000+added+i) * 1e6, Float: float64((added+i)*7919%1000003) / 7.0}
+		}
+		added += len(rs)
+		e.ob.Add(rs)
+		e.commit()
+	}
+	e.clk.Add(time.Minute)
+	e.commit()
+	big := e.ob.Stats()
+	if big.FileBytes < outbox.CompactMinBytes {
+		t.Fatalf("file only %d bytes; the test needs a big one", big.FileBytes)
+	}
+	if ok, err := e.ob.MaybeCompact(); ok || err != nil {
+		t.Fatalf("compacted a full file: %v %v", ok, err)
+	}
+	if err := ack(e, big.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	e.commit()
+	ok, err := e.ob.MaybeCompact()
+	if !ok || err != nil {
+		t.Fatalf("MaybeCompact = %v, %v", ok, err)
+	}
+	small := e.ob.Stats()
+	if small.FileBytes*10 > big.FileBytes || small.Epoch != epoch || small.LastSeq != big.LastSeq {
+		t.Fatalf("after compaction: %d bytes (was %d), epoch %x, last seq %d (was %d)", small.FileBytes, big.FileBytes, small.Epoch, small.LastSeq, big.LastSeq)
+	}
+	t.Logf("compacted %d -> %d bytes", big.FileBytes, small.FileBytes)
+	e.ob.Add(readings(10_000_000, 10))
+	e.clk.Add(time.Minute)
+	e.commit()
+	e.clk.Add(time.Minute)
+	e.commit()
+	bs := e.drain()
+	if len(bs) != 1 || bs[0].Seq != big.LastSeq+1 {
+		t.Fatalf("after compaction: %d batches, first seq %d, want %d", len(bs), bs[0].Seq, big.LastSeq+1)
+	}
+	e.reopen(true)
+	if e.ob.Epoch() != epoch {
+		t.Fatal("epoch lost after compaction and a crash")
+	}
+}
