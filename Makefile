@@ -44,8 +44,13 @@ cross: ## static builds of every command for linux amd64, arm64, armv7, armv6 in
 		done; \
 	done
 
-bench: ## benchmarks (compare figures as ratios within one run; these machines are noisy)
+bench: ## benchmarks (compare figures as ratios within one run; these machines are noisy); about 2 minutes
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./protocol/...
+	$(GO) test -run '^$$' -bench DurableIngest -benchtime 3s ./agent/outbox
+	$(GO) test -run '^$$' -bench Drain -benchtime 3x ./agent/forward
+	$(GO) test -run '^$$' -bench AgentRSS -benchtime 1x -timeout 5m ./agent
+	@CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /tmp/freshet-agent-arm64 ./agent/cmd/freshet-agent && \
+		echo "freshet-agent linux/arm64 stripped: $$(stat -c %s /tmp/freshet-agent-arm64) bytes"
 
 fuzz-short: ## every fuzz target for FUZZTIME (default 5s) each; part of `make test`
 	@set -e; for t in $(FUZZ_TARGETS); do \
