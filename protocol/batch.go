@@ -291,3 +291,25 @@ func Quantize(v, res float64) (float64, error) {
 	}
 	return unscale(n, e), nil
 }
+
+// AppendReadings appends the batch's readings to dst, series by series, and
+// returns the extended slice. The readings share the series' label slices.
+func (b *Batch) AppendReadings(dst []Reading) []Reading {
+	for _, s := range b.Series {
+		for i, t := range s.Times {
+			r := Reading{Sensor: s.Sensor, Metric: s.Metric, Unit: s.Unit, Labels: s.Labels, Type: s.Type, Resolution: s.Resolution, Time: t}
+			switch s.Type {
+			case Float:
+				r.Float = s.Floats[i]
+			case Int:
+				r.Int = s.Ints[i]
+			case Bool:
+				r.Bool = s.Bools[i]
+			case String:
+				r.Str = s.Strings[i]
+			}
+			dst = append(dst, r)
+		}
+	}
+	return dst
+}

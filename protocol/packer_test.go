@@ -139,26 +139,7 @@ func seriesKey(r *protocol.Reading) string {
 	return fmt.Sprint(r.Sensor, r.Metric, r.Unit, r.Type, r.Resolution, r.Labels)
 }
 
-func flatten(b *protocol.Batch) []protocol.Reading {
-	var out []protocol.Reading
-	for _, s := range b.Series {
-		for i, t := range s.Times {
-			rd := protocol.Reading{Sensor: s.Sensor, Metric: s.Metric, Unit: s.Unit, Labels: s.Labels, Type: s.Type, Resolution: s.Resolution, Time: t}
-			switch s.Type {
-			case protocol.Float:
-				rd.Float = s.Floats[i]
-			case protocol.Int:
-				rd.Int = s.Ints[i]
-			case protocol.Bool:
-				rd.Bool = s.Bools[i]
-			case protocol.String:
-				rd.Str = s.Strings[i]
-			}
-			out = append(out, rd)
-		}
-	}
-	return out
-}
+func flatten(b *protocol.Batch) []protocol.Reading { return b.AppendReadings(nil) }
 
 // with1 returns a copy of b with r appended to its series (or a new one).
 func with1(b *protocol.Batch, r *protocol.Reading) *protocol.Batch {

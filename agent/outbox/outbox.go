@@ -365,7 +365,7 @@ func (ob *Outbox) replayChunks() error {
 			if err := codec.DecodeBatch(v, &b); err != nil {
 				return &corruptError{fmt.Errorf("chunk %x: %w", k, err)}
 			}
-			readings = appendReadings(readings, &b)
+			readings = b.AppendReadings(readings)
 			return nil
 		})
 	})
@@ -401,25 +401,4 @@ func (ob *Outbox) replayChunks() error {
 	ob.stats.SealedBatches += d.sealed
 	ob.stats.Invalid += d.invalid
 	return err
-}
-
-// appendReadings flattens a decoded batch into readings.
-func appendReadings(dst []protocol.Reading, b *protocol.Batch) []protocol.Reading {
-	for _, s := range b.Series {
-		for i, t := range s.Times {
-			r := protocol.Reading{Sensor: s.Sensor, Metric: s.Metric, Unit: s.Unit, Labels: s.Labels, Type: s.Type, Resolution: s.Resolution, Time: t}
-			switch s.Type {
-			case protocol.Float:
-				r.Float = s.Floats[i]
-			case protocol.Int:
-				r.Int = s.Ints[i]
-			case protocol.Bool:
-				r.Bool = s.Bools[i]
-			case protocol.String:
-				r.Str = s.Strings[i]
-			}
-			dst = append(dst, r)
-		}
-	}
-	return dst
 }
