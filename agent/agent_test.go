@@ -223,8 +223,8 @@ func TestKill9(t *testing.T) {
 			}
 			t.Logf("kill %d: %d readings in the commit log, %d applied", i+1, len(readCommitLog(t, commitLog)), h.Readings())
 		}
-		cmd, out := start()
 		committed := readCommitLog(t, commitLog)
+		cmd, out := start()
 		if len(committed) < 100 {
 			t.Fatalf("only %d readings committed across the kills", len(committed))
 		}
@@ -266,6 +266,12 @@ func TestKill9(t *testing.T) {
 		if len(epochs) != 1 {
 			t.Fatalf("%d epochs: kill -9 must not start a new one", len(epochs))
 		}
+		testsvc.WaitFor(t, 10*time.Second, "the last run to commit", func() error {
+			if n := len(readCommitLog(t, commitLog)); n <= len(committed) {
+				return fmt.Errorf("commit log still at %d", n)
+			}
+			return nil
+		})
 		cmd.Process.Signal(syscall.SIGTERM)
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()

@@ -1,22 +1,17 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/freshet-iot/freshet/agent/outbox"
 	"github.com/freshet-iot/freshet/agent/sensor"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -103,37 +98,10 @@ type LogConfig struct {
 }
 
 // Size is a byte count written as a number or with a unit (KB, MB, GB, KiB, MiB, GiB).
-type Size int64
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseSize(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil {
-		return fmt.Errorf("line %d: %q is not a size (want e.g. 268435456, 256MiB, 2GB)", n.Line, n.Value)
-	}
-	*s = Size(v)
-	return nil
-}
+type Size = cfgfile.Size
 
 // ParseSize parses "1048576", "512KiB", "256MiB", "2GB".
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = strings.TrimSpace(rest), u.m
-			break
-		}
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return v * mult, nil
-}
+func ParseSize(s string) (int64, error) { return cfgfile.ParseSize(s) }
 
 // LoadConfig reads, strictly decodes and validates the config file at path.
 func LoadConfig(path string) (*Config, error) {
@@ -151,21 +119,9 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig strictly decodes and validates a config.
 func ParseConfig(r io.Reader) (*Config, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty config")
-		}
+	if err := cfgfile.Decode(r, &c); err != nil {
 		return nil, err
-	}
-	if err := dec.Decode(new(any)); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one YAML document")
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -315,21 +271,7 @@ func (c *Config) Validate() error {
 
 // Password returns the MQTT password from its file or environment variable.
 func (m *MQTTConfig) Password() (string, error) {
-	switch {
-	case m.PasswordFile != "":
-		b, err := os.ReadFile(m.PasswordFile)
-		if err != nil {
-			return "", fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	case m.PasswordEnv != "":
-		v, ok := os.LookupEnv(m.PasswordEnv)
-		if !ok {
-			return "", fmt.Errorf("mqtt.password_env: $%s is not set", m.PasswordEnv)
-		}
-		return v, nil
-	}
-	return "", nil
+	return cfgfile.Secret("mqtt.password", m.PasswordFile, m.PasswordEnv)
 }
 
 // TLSClientConfig builds the TLS configuration, or nil for tcp:// brokers.

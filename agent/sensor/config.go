@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -87,25 +88,7 @@ type Range struct {
 }
 
 // Duration is a time.Duration written in YAML as a Go duration string: "500ms", "10s", "1m30s".
-type Duration time.Duration
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 10s, got a %s", n.Line, kindName(n.Kind))
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (want e.g. 500ms, 10s, 1m30s)", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalYAML implements yaml.Marshaler.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
-
-func (d Duration) String() string { return time.Duration(d).String() }
+type Duration = cfgfile.Duration
 
 func kindName(k yaml.Kind) string {
 	switch k {

@@ -16,6 +16,9 @@ import (
 )
 
 func main() {
+	// First, so a SIGTERM during start-up is a clean stop, not a kill.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	configPath := flag.String("config", "/etc/freshet/agent.yaml", "the config file")
 	check := flag.Bool("check", false, "validate the config, read each sensor once, print what would run, and exit (non-zero on any problem)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -36,8 +39,6 @@ func main() {
 		return
 	}
 	log := agent.NewLogger(cfg.Log, os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version.Version})
 	if err != nil {
 		log.Error("cannot start", "err", err)
