@@ -1,0 +1,202 @@
+package influx
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Point is one line of InfluxDB line protocol.
+type Point struct {
+	Measurement string
+	// Tags are sorted by key, keys unique. A tag with an empty value is left
+	// out: to InfluxDB an empty tag and a missing tag are the same thing.
+	Tags []Tag
+	// Fields hold at least one field; see Field for the value types.
+	Fields []Field
+	// Time is the timestamp in Unix nanoseconds.
+	Time int64
+}
+
+// Tag is one tag key and value.
+type Tag struct{ Key, Value string }
+
+// Field is one field. Value is a float64 (finite, stored bit-exact), an
+// int64 (stored as an InfluxDB integer), a bool or a string.
+type Field struct {
+	Key   string
+	Value any
+}
+
+// Escapes of line protocol (the same in InfluxDB 1.8 and 2.x) put a
+// backslash before the byte; these are bit sets of bytes below 64. Other
+// backslashes are literal, which is why a name ending in a backslash cannot
+// be written: it would escape the separator after it.
+const (
+	measurementSpecial uint64 = 1<<',' | 1<<' '
+	keySpecial                = measurementSpecial | 1<<'=' // tag keys and values, field keys
+	lineBreaks         uint64 = 1<<'\n' | 1<<'\r'
+)
+
+// lineBuf is a batch of rendered lines: line i ends at ends[i] in buf.
+type lineBuf struct {
+	buf  []byte
+	ends []int
+	// The series key (measurement and tags) of last is buf[key[0]:key[1]]:
+	// the readings of one series usually follow each other, and copying
+	// their key is much cheaper than escaping it again.
+	last *Point
+	key  [2]int
+}
+
+func (l *lineBuf) reset() { l.buf, l.ends, l.last = l.buf[:0], l.ends[:0], nil }
+
+// add appends p as a line, or returns an error wrapping ErrInvalidPoint.
+func (l *lineBuf) add(p *Point) error {
+	start := len(l.buf)
+	var err error
+	if l.last != nil && sameSeries(l.last, p) {
+		l.buf = append(l.buf, l.buf[l.key[0]:l.key[1]]...)
+	} else {
+		l.buf, err = appendSeriesKey(l.buf, p)
+	}
+	end := len(l.buf)
+	if err == nil {
+		l.buf, err = appendFields(l.buf, p)
+	}
+	if err != nil {
+		l.buf = l.buf[:start]
+		return fmt.Errorf("%w: %w", ErrInvalidPoint, err)
+	}
+	l.last, l.key = p, [2]int{start, end}
+	l.ends = append(l.ends, len(l.buf))
+	return nil
+}
+
+func sameSeries(a, b *Point) bool {
+	if a.Measurement != b.Measurement || len(a.Tags) != len(b.Tags) {
+		return false
+	}
+	for i := range a.Tags {
+		if a.Tags[i] != b.Tags[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// appendSeriesKey appends the measurement and the tags.
+func appendSeriesKey(b []byte, p *Point) ([]byte, error) {
+	// The parser skips leading blanks and takes a leading '#' for a comment.
+	if m := p.Measurement; m != "" && (m[0] == '#' || m[0] == '\t' || m[0] == 0) {
+		return b, fmt.Errorf("measurement %q starts with %q", clip(m), m[0])
+	}
+	b, err := appendName(b, p.Measurement, "measurement", measurementSpecial)
+	if err != nil {
+		return b, err
+	}
+	for i, t := range p.Tags {
+		if i > 0 && t.Key <= p.Tags[i-1].Key {
+			return b, fmt.Errorf("tags not sorted by unique key at %q", clip(t.Key))
+		}
+		if t.Value == "" {
+			continue
+		}
+		b = append(b, ',')
+		if b, err = appendName(b, t.Key, "tag key", keySpecial); err != nil {
+			return b, err
+		}
+		b = append(b, '=')
+		if b, err = appendName(b, t.Value, "tag value", keySpecial); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// appendFields appends the fields, the time and the newline.
+func appendFields(b []byte, p *Point) ([]byte, error) {
+	if len(p.Fields) == 0 {
+		return b, errors.New("no fields")
+	}
+	var err error
+	for i, f := range p.Fields {
+		if i == 0 {
+			b = append(b, ' ')
+		} else {
+			b = append(b, ',')
+		}
+		if b, err = appendName(b, f.Key, "field key", keySpecial); err != nil {
+			return b, err
+		}
+		b = append(b, '=')
+		switch v := f.Value.(type) {
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return b, fmt.Errorf("field %q is %g", clip(f.Key), v)
+			}
+			// Shortest representation that parses back to the same bits.
+			b = strconv.AppendFloat(b, v, 'g', -1, 64)
+		case int64:
+			b = strconv.AppendInt(b, v, 10)
+			b = append(b, 'i')
+		case bool:
+			b = strconv.AppendBool(b, v)
+		case string:
+			b = appendString(b, v)
+		default:
+			return b, fmt.Errorf("field %q has unsupported type %T (want float64, int64, bool or string)", clip(f.Key), f.Value)
+		}
+	}
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, p.Time, 10)
+	return append(b, '\n'), nil
+}
+
+// appendName appends a measurement, tag key, tag value or field key with the
+// bytes in special escaped. It refuses an empty name, a line break and a
+// trailing backslash.
+func appendName(b []byte, s, what string, special uint64) ([]byte, error) {
+	if s == "" {
+		return b, fmt.Errorf("empty %s", what)
+	}
+	if s[len(s)-1] == '\\' {
+		return b, fmt.Errorf("%s %q ends in a backslash", what, clip(s))
+	}
+	last := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 64 && (special|lineBreaks)&(1<<c) != 0 {
+			if lineBreaks&(1<<c) != 0 {
+				return b, fmt.Errorf("%s %q holds a line break", what, clip(s))
+			}
+			b = append(b, s[last:i]...)
+			b = append(b, '\\')
+			last = i
+		}
+	}
+	return append(b, s[last:]...), nil
+}
+
+// appendString appends a string field value: quoted, with '"' and '\\' escaped.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	last := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(b, s[last:i]...)
+			b = append(b, '\\')
+			last = i
+		}
+	}
+	b = append(b, s[last:]...)
+	return append(b, '"')
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}

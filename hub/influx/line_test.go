@@ -1,0 +1,151 @@
+package influx
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+)
+
+func TestRender(t *testing.T) {
+	f := func(k string, v any) []Field { return []Field{{k, v}} }
+	for _, c := range []struct {
+		p    Point
+		want string // the line, or with err the start of the error
+		err  bool
+	}{
+		{p: Point{"m", nil, f("v", 1.5), 7}, want: "m v=1.5 7\n"},
+		{p: Point{"m", []Tag{{"a", "1"}, {"b", ""}, {"c", "3"}}, []Field{{"i", int64(-3)}, {"b", true}, {"s", "x"}}, -1},
+			want: `m,a=1,c=3 i=-3i,b=true,s="x" -1` + "\n"},
+		{p: Point{"a b,c=d", []Tag{{"k ,=", "v ,=\\x"}}, f("f ,=", `q"\`), 0},
+			want: `a\ b\,c=d,k\ \,\==v\ \,\=\x f\ \,\=="q\"\\" 0` + "\n"},
+		{p: Point{"m", nil, f("v", 1e21), 0}, want: "m v=1e+21 0\n"},
+		{p: Point{"m", nil, f("v", math.Copysign(0, -1)), 0}, want: "m v=-0 0\n"},
+		{p: Point{"m", nil, f("v", "two\nlines"), 0}, want: "m v=\"two\nlines\" 0\n"},
+
+		{p: Point{"", nil, f("v", 1.0), 0}, err: true, want: "invalid point: empty measurement"},
+		{p: Point{"#m", nil, f("v", 1.0), 0}, err: true, want: "invalid point: measurement"},
+		{p: Point{"\tm", nil, f("v", 1.0), 0}, err: true, want: "invalid point: measurement"},
+		{p: Point{`m\`, nil, f("v", 1.0), 0}, err: true, want: "invalid point: measurement"},
+		{p: Point{"m", []Tag{{"b", "1"}, {"a", "1"}}, f("v", 1.0), 0}, err: true, want: "invalid point: tags not sorted"},
+		{p: Point{"m", []Tag{{"a", "1"}, {"a", "2"}}, f("v", 1.0), 0}, err: true, want: "invalid point: tags not sorted"},
+		{p: Point{"m", []Tag{{"", "1"}}, f("v", 1.0), 0}, err: true, want: "invalid point: empty tag key"},
+		{p: Point{"m", []Tag{{"k", "a\nb"}}, f("v", 1.0), 0}, err: true, want: "invalid point: tag value"},
+		{p: Point{"m", []Tag{{"k", `a\`}}, f("v", 1.0), 0}, err: true, want: "invalid point: tag value"},
+		{p: Point{"m", nil, nil, 0}, err: true, want: "invalid point: no fields"},
+		{p: Point{"m", nil, f("", 1.0), 0}, err: true, want: "invalid point: empty field key"},
+		{p: Point{"m", nil, f("v", math.NaN()), 0}, err: true, want: "invalid point: field"},
+		{p: Point{"m", nil, f("v", math.Inf(-1)), 0}, err: true, want: "invalid point: field"},
+		{p: Point{"m", nil, f("v", 3), 0}, err: true, want: "invalid point: field \"v\" has unsupported type int"},
+		{p: Point{"m", nil, f("v", nil), 0}, err: true, want: "invalid point: field"},
+	} {
+		l := &lineBuf{buf: []byte("prev\n")}
+		err := l.add(&c.p)
+		b := l.buf
+		switch {
+		case c.err && (err == nil || !errors.Is(err, ErrInvalidPoint) || !strings.HasPrefix(err.Error(), c.want)):
+			t.Errorf("%+v: error %v, want %q...", c.p, err, c.want)
+		case c.err && string(b) != "prev\n":
+			t.Errorf("%+v: buffer %q after an error, want it unchanged", c.p, b)
+		case !c.err && (err != nil || string(b) != "prev\n"+c.want):
+			t.Errorf("%+v: got %q, %v; want %q", c.p, b, err, c.want)
+		}
+	}
+}
+
+// TestSeriesKeyReuse checks lines that copy the previous line's series key.
+func TestSeriesKeyReuse(t *testing.T) {
+	p := func(m string, v float64, tags ...Tag) Point { return Point{m, tags, []Field{{"v", v}}, 1} }
+	var l lineBuf
+	for _, pt := range []Point{
+		p("m", 1, Tag{"a", "x y"}), p("m", 2, Tag{"a", "x y"}), p("m", 3, Tag{"a", "z"}),
+		p("m", math.NaN(), Tag{"a", "z"}), p("m", 4, Tag{"a", "z"}), p("n", 5, Tag{"a", "z"}), p("n", 6),
+	} {
+		if err := l.add(&pt); err != nil && !errors.Is(err, ErrInvalidPoint) {
+			t.Fatal(err)
+		}
+	}
+	want := "m,a=x\\ y v=1 1\nm,a=x\\ y v=2 1\nm,a=z v=3 1\nm,a=z v=4 1\nn,a=z v=5 1\nn v=6 1\n"
+	if string(l.buf) != want || len(l.ends) != 6 || l.ends[5] != len(want) {
+		t.Fatalf("got %q %v, want %q", l.buf, l.ends, want)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	top := func(n int64) int64 { return n - 1 }
+	lo, hi := 100*time.Millisecond, 30*time.Second
+	want := []time.Duration{100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000}
+	for a, w := range want {
+		if got := backoff(a, lo, hi, top); got != w*time.Millisecond-1 {
+			t.Errorf("attempt %d: ceiling %v, want %v", a, got+1, w*time.Millisecond)
+		}
+		if got := backoff(a, lo, hi, func(int64) int64 { return 0 }); got != 0 {
+			t.Errorf("attempt %d: floor %v, want 0 (full jitter)", a, got)
+		}
+	}
+	if got := backoff(1000, lo, math.MaxInt64, top); got != math.MaxInt64-1 {
+		t.Errorf("huge attempt: %v", got)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"": 0, "0": 0, "7": 7 * time.Second, " 30 ": 30 * time.Second, "-1": 0, "soon": 0, "1.5": 0,
+		"86400": maxRetryAfter, "99999999999999999999": 0,
+		now.Add(10 * time.Second).Format(http.TimeFormat): 10 * time.Second,
+		now.Add(-time.Hour).Format(http.TimeFormat):       0,
+		now.Add(24 * time.Hour).Format(http.TimeFormat):   maxRetryAfter,
+	} {
+		if got := retryAfter(v, now); got != want {
+			t.Errorf("retryAfter(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestClassify feeds classify the client's own error values (no server).
+func TestClassify(t *testing.T) {
+	status := func(code int, retryAfter string) error {
+		h := http.Header{}
+		if retryAfter != "" {
+			h.Set("Retry-After", retryAfter)
+		}
+		return &http2.Error{StatusCode: code, Header: h}
+	}
+	transport := func(err error) error {
+		return http2.NewError(&url.Error{Op: "Post", URL: "http://x/api/v2/write", Err: err})
+	}
+	for _, c := range []struct {
+		err  error
+		want outcome
+		wait time.Duration
+	}{
+		{transport(errors.New("connection refused")), transient, 0},
+		{transport(context.DeadlineExceeded), transient, 0},
+		{status(500, ""), transient, 0},
+		{status(503, "3"), transient, 3 * time.Second},
+		{status(429, "1"), transient, time.Second},
+		{status(408, ""), transient, 0},
+		{status(413, ""), tooLarge, 0},
+		{status(400, ""), rejected, 0},
+		{status(422, ""), rejected, 0},
+		{status(401, ""), refused, 0},
+		{status(403, ""), refused, 0},
+		{status(404, ""), refused, 0},
+		{status(405, ""), refused, 0},
+		{status(301, ""), refused, 0},
+		{transport(&tls.CertificateVerificationError{Err: errors.New("unknown authority")}), refused, 0},
+		{transport(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}), refused, 0},
+	} {
+		if o, _, wait := classify(c.err); o != c.want || wait != c.wait {
+			t.Errorf("classify(%v) = %d, %v; want %d, %v", c.err, o, wait, c.want, c.wait)
+		}
+	}
+}
