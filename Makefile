@@ -15,7 +15,7 @@ FUZZTIME ?= 5s
 # The race detector needs cgo and a C compiler; without one, tests run without it.
 RACE ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 # Fuzz targets: package:Target.
-FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic
+FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic ./hub/window:FuzzDecodeBlob
 
 .PHONY: help build test test-short cross bench fuzz fuzz-short tools lint clean
 

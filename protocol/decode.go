@@ -466,3 +466,28 @@ func (c *Codec) str(what string, max int) (string, error) {
 func (c *Codec) bin(what string) ([]byte, error) {
 	return c.raw(what, false, c.l.MaxMessageBytes)
 }
+
+// PeekHeader decodes only a batch's device, epoch and seq, for answering a
+// batch that fails to decode in full (a rejection ack must name its seq). It
+// applies the size, version and kind checks, and nothing more.
+func (c *Codec) PeekHeader(data []byte) (device string, epoch, seq uint64, err error) {
+	if err := c.open(data, kindBatch, 8); err != nil {
+		return "", 0, 0, err
+	}
+	if device, err = c.str("device", c.l.MaxNameLen); err != nil {
+		return "", 0, 0, err
+	}
+	if err := ValidDevice(device); err != nil {
+		return "", 0, 0, err
+	}
+	if epoch, err = c.uint("epoch"); err != nil {
+		return "", 0, 0, err
+	}
+	if seq, err = c.uint("seq"); err != nil {
+		return "", 0, 0, err
+	}
+	if epoch == 0 || seq == 0 {
+		return "", 0, 0, fmt.Errorf("%w: epoch %d seq %d", ErrBadSeq, epoch, seq)
+	}
+	return device, epoch, seq, nil
+}

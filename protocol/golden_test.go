@@ -168,3 +168,25 @@ func TestGoldenFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekHeader: a batch that fails deep inside still yields its header,
+// so the hub can reject it by seq; garbage yields an error.
+func TestPeekHeader(t *testing.T) {
+	c := protocol.NewCodec(protocol.Limits{})
+	for _, v := range prototest.Vectors {
+		if v.Kind != prototest.KindBatch || v.Hex == "" {
+			continue
+		}
+		d, e, s, err := c.PeekHeader(v.Bytes())
+		switch v.Name {
+		case "batch-minimal", "bad-float-nan", "bad-values-trailing", "bad-labels-unsorted":
+			if err != nil || d != "gw-1" || e != 1 || s != 1 {
+				t.Errorf("%s: PeekHeader = %q %d %d %v", v.Name, d, e, s, err)
+			}
+		case "bad-empty-input", "bad-not-array", "bad-version-2", "bad-device-slash", "bad-seq-zero":
+			if err == nil {
+				t.Errorf("%s: PeekHeader accepted it", v.Name)
+			}
+		}
+	}
+}

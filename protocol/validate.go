@@ -3,6 +3,7 @@ package protocol
 import (
 	"fmt"
 	"math"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -92,6 +93,11 @@ func validPrintable(s, what string, max int, allowEmpty bool) error {
 		if !unicode.IsPrint(r) {
 			return fmt.Errorf("%w: %s %q holds a non-printable character %U", ErrBadName, what, clip(s), r)
 		}
+	}
+	// Units and label values become InfluxDB tag values, and line protocol
+	// cannot carry a tag value that ends in a backslash.
+	if strings.HasSuffix(s, `\`) {
+		return fmt.Errorf("%w: %s %q ends in a backslash", ErrBadName, what, clip(s))
 	}
 	return nil
 }

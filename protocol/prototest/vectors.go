@@ -160,6 +160,9 @@ var Vectors = []Vector{
 	{Name: "enc-string-too-long", Kind: KindBatch, Batch: with(MinimalBatch(), func(b *protocol.Batch) {
 		b.Series[0] = protocol.Series{Sensor: "exec", Metric: "out", Type: protocol.String, Times: []int64{T0}, Strings: []string{strings.Repeat("x", 1025)}}
 	}), Err: protocol.ErrStringTooLong},
+	{Name: "enc-label-trailing-backslash", Kind: KindBatch, Batch: with(MinimalBatch(), func(b *protocol.Batch) {
+		b.Series[0].Labels = []protocol.Label{{Key: "path", Value: `C:\`}}
+	}), Err: protocol.ErrBadName},
 	{Name: "enc-ack-unsorted", Kind: KindAck, Ack: &protocol.Ack{Device: "gw-1", Epoch: 1, Applied: []uint64{5, 3}}, Err: protocol.ErrBadSeq},
 	{Name: "enc-status-state", Kind: KindStatus, Status: &protocol.Status{Device: "gw-1", State: "asleep"}, Err: protocol.ErrBadValue},
 }

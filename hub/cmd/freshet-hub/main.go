@@ -1,21 +1,85 @@
-// Command freshet-hub: see README.md.
+// Command freshet-hub takes agents' batches from the broker, stores raw and
+// aggregated series in InfluxDB exactly once, and acks the agents. See
+// README.md and deploy/hub.example.yaml.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
 
+	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/internal/version"
 )
 
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	configPath := flag.String("config", "/etc/freshet/hub.yaml", "the config file")
+	check := flag.Bool("check", false, "validate the config, print what would run, and exit")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(version.String("freshet-hub"))
 		return
 	}
-	fmt.Fprintln(os.Stderr, "freshet-hub: not implemented yet; this build only answers -version")
-	os.Exit(2)
+	cfg, err := hub.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "freshet-hub:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\n",
+			cfg.DataDir, brokerDesc(cfg), cfg.Influx.URL, cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
+		return
+	}
+	level := new(slog.LevelVar)
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	var log *slog.Logger
+	if cfg.Log.Format == "json" {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	h, err := hub.New(cfg, hub.Options{Logger: log, Failpoint: failpoint(os.Getenv("FRESHET_HUB_FAILPOINT"))})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	log.Info("started", "version", version.Version)
+	if err := h.Run(ctx); err != nil {
+		log.Error("stopped with an error", "err", err)
+		os.Exit(1)
+	}
+}
+
+func brokerDesc(cfg *hub.Config) string {
+	if cfg.Broker.Embedded != nil {
+		return "embedded, listening on " + cfg.Broker.Embedded.Listen
+	}
+	return cfg.Broker.URL
+}
+
+// failpoint turns FRESHET_HUB_FAILPOINT=step:n into a hook that kills the
+// process (as kill -9 would) the n-th time the pipeline reaches step. For
+// crash tests only.
+func failpoint(spec string) func(string) {
+	step, nStr, ok := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nStr)
+	if !ok || err != nil || n < 1 {
+		return nil
+	}
+	var hits atomic.Int64
+	return func(s string) {
+		if s == step && hits.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }

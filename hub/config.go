@@ -1,0 +1,271 @@
+// Package hub assembles freshet-hub: the broker session (external, or the
+// embedded broker), the ingest pipeline, InfluxDB, the window state and the
+// HTTP endpoints.
+package hub
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/freshet-iot/freshet/internal/cfgfile"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// Config is freshet-hub's configuration file (deploy/hub.example.yaml).
+type Config struct {
+	// DataDir holds hub.db: the ledger, the window state, dead letters.
+	DataDir string        `yaml:"data_dir"`
+	Broker  BrokerConfig  `yaml:"broker"`
+	Influx  InfluxConfig  `yaml:"influx"`
+	Windows WindowsConfig `yaml:"windows"`
+	Workers int           `yaml:"workers"`      // default 4
+	Dead    int           `yaml:"dead_letters"` // refused payloads kept; default 1000
+	HTTP    struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"http"`
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// BrokerConfig is the broker side.
+type BrokerConfig struct {
+	// URL of an external broker (tcp:// or ssl://). With Embedded, the hub
+	// connects to its own broker and URL must be empty.
+	URL          string          `yaml:"url"`
+	Embedded     *EmbeddedConfig `yaml:"embedded"`
+	ClientID     string          `yaml:"client_id"` // default freshet-hub; keep it stable
+	Username     string          `yaml:"username"`
+	PasswordFile string          `yaml:"password_file"`
+	PasswordEnv  string          `yaml:"password_env"`
+	TLS          TLSFiles        `yaml:"tls"`
+	SharedGroup  string          `yaml:"shared_group"`
+	TopicPrefix  string          `yaml:"topic_prefix"`
+	MaxInflight  int             `yaml:"max_inflight"` // default 1000
+}
+
+// EmbeddedConfig runs the mochi-mqtt broker inside the hub.
+type EmbeddedConfig struct {
+	Listen string   `yaml:"listen"` // default 127.0.0.1:1883
+	TLS    TLSFiles `yaml:"tls"`    // server certificate; ca_file requires client certificates (mutual TLS)
+}
+
+// TLSFiles name PEM files.
+type TLSFiles struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// InfluxConfig reaches InfluxDB 2.x (org, bucket, token) or 1.8+ (bucket
+// "db/rp", token "user:password", org empty).
+type InfluxConfig struct {
+	URL        string `yaml:"url"`
+	Org        string `yaml:"org"`
+	Bucket     string `yaml:"bucket"`
+	TokenFile  string `yaml:"token_file"`
+	TokenEnv   string `yaml:"token_env"`
+	BatchLines int    `yaml:"batch_lines"` // default 5000
+}
+
+// WindowsConfig sets the aggregation.
+type WindowsConfig struct {
+	Sizes             []cfgfile.Duration `yaml:"sizes"`              // default [1m, 1h]
+	AllowedLateness   cfgfile.Duration   `yaml:"allowed_lateness"`   // default 2m
+	IdleTimeout       cfgfile.Duration   `yaml:"idle_timeout"`       // default 5m
+	CorrectionHorizon cfgfile.Duration   `yaml:"correction_horizon"` // default 72h
+}
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := ParseConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig strictly decodes and validates a config.
+func ParseConfig(r io.Reader) (*Config, error) {
+	var c Config
+	if err := cfgfile.Decode(r, &c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every key and fills in defaults.
+func (c *Config) Validate() error {
+	bad := func(key, f string, a ...any) error { return fmt.Errorf("%s: %s", key, fmt.Sprintf(f, a...)) }
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/freshet-hub"
+	}
+	b := &c.Broker
+	switch {
+	case b.Embedded == nil && b.URL == "":
+		return bad("broker.url", "required (or configure broker.embedded)")
+	case b.Embedded != nil && b.URL != "":
+		return bad("broker.url", "leave it empty with broker.embedded: the hub connects to its own broker")
+	}
+	if b.Embedded != nil {
+		if b.Embedded.Listen == "" {
+			b.Embedded.Listen = "127.0.0.1:1883"
+		}
+		if _, _, err := net.SplitHostPort(b.Embedded.Listen); err != nil {
+			return bad("broker.embedded.listen", "%v", err)
+		}
+		t := b.Embedded.TLS
+		if (t.CertFile == "") != (t.KeyFile == "") || t.CAFile != "" && t.CertFile == "" {
+			return bad("broker.embedded.tls", "cert_file and key_file go together; ca_file needs them")
+		}
+	} else {
+		u, err := url.Parse(b.URL)
+		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "mqtt" && u.Scheme != "mqtts") {
+			return bad("broker.url", "%q: want tcp://host:1883 or ssl://host:8883", b.URL)
+		}
+	}
+	if b.ClientID == "" {
+		b.ClientID = "freshet-hub"
+	}
+	if b.MaxInflight == 0 {
+		b.MaxInflight = 1000
+	}
+	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
+		return bad("broker.max_inflight", "%d: want 1..65535", b.MaxInflight)
+	}
+	if _, err := protocol.NewTopics(b.TopicPrefix); err != nil {
+		return bad("broker.topic_prefix", "%v", err)
+	}
+	if b.PasswordFile != "" && b.PasswordEnv != "" {
+		return bad("broker.password_file", "set only one of password_file and password_env")
+	}
+	in := &c.Influx
+	if in.URL == "" {
+		return bad("influx.url", "required (e.g. http://127.0.0.1:8086)")
+	}
+	if u, err := url.Parse(in.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("influx.url", "%q: want http(s)://host:port", in.URL)
+	}
+	if in.Bucket == "" {
+		return bad("influx.bucket", "required (InfluxDB 1.8: database/retention-policy, e.g. freshet/autogen)")
+	}
+	if in.TokenFile != "" && in.TokenEnv != "" {
+		return bad("influx.token_file", "set only one of token_file and token_env")
+	}
+	if in.BatchLines == 0 {
+		in.BatchLines = 5000
+	}
+	w := &c.Windows
+	if len(w.Sizes) == 0 {
+		w.Sizes = []cfgfile.Duration{cfgfile.Duration(time.Minute), cfgfile.Duration(time.Hour)}
+	}
+	for i, x := range []struct {
+		d *cfgfile.Duration
+		v time.Duration
+	}{{&w.AllowedLateness, 2 * time.Minute}, {&w.IdleTimeout, 5 * time.Minute}, {&w.CorrectionHorizon, 72 * time.Hour}} {
+		if *x.d == 0 {
+			*x.d = cfgfile.Duration(x.v)
+		}
+		if *x.d < 0 {
+			return bad([]string{"windows.allowed_lateness", "windows.idle_timeout", "windows.correction_horizon"}[i], "negative")
+		}
+	}
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.Workers < 1 || c.Workers > 256 {
+		return bad("workers", "%d: want 1..256", c.Workers)
+	}
+	if c.Dead == 0 {
+		c.Dead = 1000
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9274"
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "text"
+	case "text", "json":
+	default:
+		return bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	return nil
+}
+
+// clientTLS builds a client TLS config from files (nil when none is set).
+func clientTLS(f TLSFiles, key string) (*tls.Config, error) {
+	if f == (TLSFiles{}) {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
+	if f.CAFile != "" {
+		pool, err := loadPool(f.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.ca_file: %w", key, err)
+		}
+		cfg.RootCAs = pool
+	}
+	if f.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file: %w", key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// serverTLS builds the embedded broker's TLS config (mutual TLS with a CA).
+func serverTLS(f TLSFiles) (*tls.Config, error) {
+	if f.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("broker.embedded.tls.cert_file: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if f.CAFile != "" {
+		pool, err := loadPool(f.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.embedded.tls.ca_file: %w", err)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}

@@ -1,0 +1,216 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/hub/broker"
+	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/ingest"
+	"github.com/freshet-iot/freshet/hub/window"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// Options are what the hub takes from its host besides the config.
+type Options struct {
+	Logger    *slog.Logger
+	Registry  *prometheus.Registry
+	Now       func() time.Time
+	Failpoint func(step string) // test hook, see ingest.Options
+}
+
+// Hub is one running freshet-hub.
+type Hub struct {
+	cfg    *Config
+	o      Options
+	log    *slog.Logger
+	db     *bolt.DB
+	broker *broker.Broker
+	influx *influx.Writer
+	ingest *ingest.Hub
+	reg    *prometheus.Registry
+}
+
+// New opens the state file, starts the embedded broker if configured, and
+// builds the pipeline. Run it with Run.
+func New(cfg *Config, o Options) (*Hub, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	h := &Hub{cfg: cfg, o: o, log: o.Logger, reg: o.Registry}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(filepath.Join(cfg.DataDir, "hub.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	h.db = db
+	fail := func(err error) (*Hub, error) { h.Close(); return nil, err }
+
+	brokerURL := cfg.Broker.URL
+	if e := cfg.Broker.Embedded; e != nil {
+		tlsConf, err := serverTLS(e.TLS)
+		if err != nil {
+			return fail(err)
+		}
+		h.broker, err = broker.Start(broker.Options{Addr: e.Listen, TLS: tlsConf, Logger: o.Logger.With("part", "broker")})
+		if err != nil {
+			return fail(err)
+		}
+		scheme := "tcp"
+		if tlsConf != nil {
+			scheme = "ssl"
+		}
+		brokerURL = scheme + "://" + h.broker.Addr()
+		h.log.Info("embedded broker listening", "addr", h.broker.Addr())
+	}
+	token, err := cfgfile.Secret("influx.token", cfg.Influx.TokenFile, cfg.Influx.TokenEnv)
+	if err != nil {
+		return fail(err)
+	}
+	h.influx, err = influx.New(influx.Options{URL: cfg.Influx.URL, Org: cfg.Influx.Org, Bucket: cfg.Influx.Bucket, Token: token,
+		BatchLines: cfg.Influx.BatchLines, Logger: o.Logger.With("part", "influx"), Registerer: o.Registry})
+	if err != nil {
+		return fail(err)
+	}
+	sizes := make([]time.Duration, len(cfg.Windows.Sizes))
+	for i, s := range cfg.Windows.Sizes {
+		sizes[i] = time.Duration(s)
+	}
+	win, err := window.New(window.Options{Sizes: sizes, AllowedLateness: time.Duration(cfg.Windows.AllowedLateness),
+		IdleTimeout: time.Duration(cfg.Windows.IdleTimeout), CorrectionHorizon: time.Duration(cfg.Windows.CorrectionHorizon)})
+	if err != nil {
+		return fail(fmt.Errorf("windows: %w", err))
+	}
+	password, err := cfgfile.Secret("broker.password", cfg.Broker.PasswordFile, cfg.Broker.PasswordEnv)
+	if err != nil {
+		return fail(err)
+	}
+	tlsConf, err := clientTLS(cfg.Broker.TLS, "broker.tls")
+	if err != nil {
+		return fail(err)
+	}
+	topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
+	h.ingest, err = ingest.New(ingest.Options{
+		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
+		Broker: ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
+			TLS: tlsConf, SharedGroup: cfg.Broker.SharedGroup, MaxInflight: cfg.Broker.MaxInflight},
+		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := h.reg.Register(h.ingest.Collector()); err != nil {
+		return fail(err)
+	}
+	return h, nil
+}
+
+// BrokerAddr returns the embedded broker's address ("" without one).
+func (h *Hub) BrokerAddr() string {
+	if h.broker == nil {
+		return ""
+	}
+	return h.broker.Addr()
+}
+
+// Ingest exposes the pipeline (counters and fleet view, for tests).
+func (h *Hub) Ingest() *ingest.Hub { return h.ingest }
+
+// Run serves until ctx ends, then stops: in-flight batches stay unacked at
+// the broker and are redelivered to the next run.
+func (h *Hub) Run(ctx context.Context) error {
+	defer h.Close()
+	var srv *http.Server
+	if h.cfg.HTTP.Listen != "off" {
+		l, err := net.Listen("tcp", h.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+		srv = &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(l)
+		h.log.Info("serving http", "addr", l.Addr().String())
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); h.ingest.Run(ctx) }()
+	<-ctx.Done()
+	wg.Wait()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+	}
+	return nil
+}
+
+// Close releases the state file and the embedded broker.
+func (h *Hub) Close() error {
+	var errs []error
+	if h.influx != nil {
+		h.influx.Close()
+		h.influx = nil
+	}
+	if h.broker != nil {
+		errs = append(errs, h.broker.Close())
+		h.broker = nil
+	}
+	if h.db != nil {
+		errs = append(errs, h.db.Close())
+		h.db = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Handler serves /metrics, /healthz, /readyz and /api/v1/devices.
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var problems []string
+		if !h.ingest.Connected() {
+			problems = append(problems, "broker: not connected")
+		}
+		if err := h.influx.Ping(ctx); err != nil {
+			problems = append(problems, "influxdb: "+err.Error())
+		} else if h.ingest.InfluxRefused() {
+			problems = append(problems, "influxdb: refusing writes (check influx.token and influx.bucket)")
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]any{"ready": false, "problems": problems})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"ready": true})
+	})
+	mux.HandleFunc("/api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"devices": h.ingest.Devices()})
+	})
+	return mux
+}

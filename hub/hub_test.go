@@ -1,0 +1,341 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/freshet-iot/freshet/hub"
+	"github.com/freshet-iot/freshet/internal/testsvc"
+	"github.com/freshet-iot/freshet/protocol"
+	"github.com/freshet-iot/freshet/protocol/prototest"
+)
+
+// rig is a running hub with its embedded broker and a real influxd.
+type rig struct {
+	t    *testing.T
+	h    *hub.Hub
+	ix   *testsvc.Influx
+	db   string
+	pub  paho.Client
+	mu   sync.Mutex
+	acks map[string][]*protocol.Ack
+}
+
+func startHub(t *testing.T) *rig {
+	t.Helper()
+	ix := testsvc.StartInflux(t)
+	db := ix.NewDatabase(t)
+	t.Setenv("FRESHET_TEST_INFLUX_TOKEN", ix.Token)
+	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`
+data_dir: %s
+broker: {embedded: {listen: "127.0.0.1:0"}}
+influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
+windows: {sizes: [1m, 1h], allowed_lateness: 2m, idle_timeout: 1s}
+http: {listen: "off"}
+`, t.TempDir(), ix.URL, db+"/autogen")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hub.New(cfg, hub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r := &rig{t: t, h: h, ix: ix, db: db, acks: map[string][]*protocol.Ack{}}
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.BrokerAddr()).SetClientID("test-publisher").SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	codec := protocol.NewCodec(protocol.Limits{})
+	tok := c.Subscribe("freshet/v1/+/ack", 1, func(_ paho.Client, m paho.Message) {
+		a, err := codec.DecodeAck(m.Payload())
+		if err != nil {
+			t.Errorf("hub sent an ack that does not decode: %v", err)
+			return
+		}
+		r.mu.Lock()
+		r.acks[a.Device] = append(r.acks[a.Device], a)
+		r.mu.Unlock()
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	r.pub = c
+	testsvc.WaitFor(t, 10*time.Second, "hub connected to its broker", func() error {
+		if !h.Ingest().Connected() {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	return r
+}
+
+func (r *rig) publish(device string, payload []byte) {
+	r.t.Helper()
+	if tok := r.pub.Publish("freshet/v1/"+device+"/batch", 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		r.t.Fatal(tok.Error())
+	}
+}
+
+func (r *rig) ackList(device string) []*protocol.Ack {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*protocol.Ack(nil), r.acks[device]...)
+}
+
+func (r *rig) waitStat(name string, want uint64) {
+	r.t.Helper()
+	testsvc.WaitFor(r.t, 20*time.Second, name, func() error {
+		if got := r.h.Ingest().Stat(name); got != want {
+			return fmt.Errorf("%s = %d, want %d", name, got, want)
+		}
+		return nil
+	})
+}
+
+// count returns the number of rows of a measurement for a device.
+func (r *rig) count(measurement, device string, field string) int {
+	r.t.Helper()
+	s, err := r.ix.Query(r.db, fmt.Sprintf(`SELECT count(%s) FROM %q WHERE device = '%s'`, field, measurement, device))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if len(s) == 0 {
+		return 0
+	}
+	n, _ := s[0].Values[0][1].(json.Number).Int64()
+	return int(n)
+}
+
+// batches packs readings (one temperature series, 1 Hz from t0) into batches.
+func batches(t *testing.T, device string, epoch uint64, firstSeq uint64, t0 time.Time, values []float64, perBatch int) [][]byte {
+	t.Helper()
+	var out [][]byte
+	p, _ := protocol.NewPacker(device, protocol.Limits{})
+	seq := firstSeq
+	for i, v := range values {
+		if err := p.Add(&protocol.Reading{Sensor: "bme280", Metric: "temperature", Unit: "C", Type: protocol.Float, Resolution: 0.01,
+			Time: t0.Add(time.Duration(i) * time.Second).UnixNano(), Float: v}); err != nil {
+			t.Fatal(err)
+		}
+		if p.Len() == perBatch || i == len(values)-1 {
+			_, data, err := p.Seal(protocol.Header{Epoch: epoch, Seq: seq, SealTime: t0.Add(time.Duration(i) * time.Second).UnixNano()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, data)
+			seq++
+		}
+	}
+	return out
+}
+
+var base = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+// TestExactlyOnce: the same batch three times is applied once, stored once
+// and acked three times.
+func TestExactlyOnce(t *testing.T) {
+	r := startHub(t)
+	vals := make([]float64, 100)
+	for i := range vals {
+		vals[i] = 20 + float64(i%7)/100
+	}
+	b := batches(t, "gw-a", 7, 1, base, vals, 100)[0]
+	for range 3 {
+		r.publish("gw-a", b)
+	}
+	r.waitStat("batches:applied", 1)
+	r.waitStat("batches:duplicate", 2)
+	testsvc.WaitFor(t, 10*time.Second, "three acks", func() error {
+		acks := r.ackList("gw-a")
+		if len(acks) != 3 {
+			return fmt.Errorf("%d acks", len(acks))
+		}
+		for _, a := range acks {
+			if a.Epoch != 7 || a.Through != 1 {
+				return fmt.Errorf("ack %+v", a)
+			}
+		}
+		return nil
+	})
+	if n := r.count("temperature", "gw-a", "value"); n != 100 {
+		t.Fatalf("%d raw rows, want 100", n)
+	}
+	if got := r.h.Ingest().Stat("readings"); got != 100 {
+		t.Fatalf("readings counted %d, want 100", got)
+	}
+}
+
+type agg struct{ count, min, max, mean, sum, first, last, stddev string }
+
+func (r *rig) aggregates(device string) map[int64]agg {
+	r.t.Helper()
+	s, err := r.ix.Query(r.db, fmt.Sprintf(`SELECT "count","min","max","mean","sum","first","last","stddev" FROM "temperature_1m" WHERE device = '%s'`, device))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := map[int64]agg{}
+	for _, se := range s {
+		for _, v := range se.Values {
+			ts, _ := v[0].(json.Number).Int64()
+			str := func(i int) string { return fmt.Sprint(v[i]) }
+			out[ts] = agg{str(1), str(2), str(3), str(4), str(5), str(6), str(7), str(8)}
+		}
+	}
+	return out
+}
+
+// TestAggregatesOrderIndependent: the same readings delivered in order to one
+// device and in reverse order to another give identical aggregates, equal to
+// those computed from the readings.
+func TestAggregatesOrderIndependent(t *testing.T) {
+	r := startHub(t)
+	rnd := rand.New(rand.NewPCG(3, 3))
+	vals := make([]float64, 600) // ten minutes at 1 Hz
+	for i := range vals {
+		q, _ := protocol.Quantize(20+rnd.NormFloat64(), 0.01)
+		vals[i] = q
+	}
+	fwd := batches(t, "gw-fwd", 1, 1, base, vals, 37)
+	rev := batches(t, "gw-rev", 1, 1, base, vals, 37)
+	for i := range fwd {
+		r.publish("gw-fwd", fwd[i])
+		r.publish("gw-rev", rev[len(rev)-1-i])
+	}
+	r.waitStat("batches:applied", uint64(2*len(fwd)))
+	testsvc.WaitFor(t, 30*time.Second, "ten 1m aggregates per device", func() error {
+		if a, b := len(r.aggregates("gw-fwd")), len(r.aggregates("gw-rev")); a != 10 || b != 10 {
+			return fmt.Errorf("%d and %d windows", a, b)
+		}
+		return nil
+	})
+	af, ar := r.aggregates("gw-fwd"), r.aggregates("gw-rev")
+	for ts, a := range af {
+		if ar[ts] != a {
+			t.Fatalf("window %d: in order %+v, reversed %+v", ts, a, ar[ts])
+		}
+		// The oracle: the minute's readings in time order.
+		m := int((ts - base.UnixNano()) / int64(time.Minute))
+		w := vals[m*60 : m*60+60]
+		sum, lo, hi := 0.0, w[0], w[0]
+		for _, v := range w {
+			sum += v
+			lo, hi = min(lo, v), max(hi, v)
+		}
+		want := agg{count: "60", min: fmt.Sprint(lo), max: fmt.Sprint(hi), sum: fmt.Sprint(sum), first: fmt.Sprint(w[0]), last: fmt.Sprint(w[59])}
+		if a.count != want.count || a.min != want.min || a.max != want.max || a.sum != want.sum || a.first != want.first || a.last != want.last {
+			t.Fatalf("window %d: got %+v, oracle %+v", ts, a, want)
+		}
+	}
+}
+
+// TestLateDataCorrects: readings six hours late correct their windows; readings
+// beyond the correction horizon are stored raw and counted too late.
+func TestLateDataCorrects(t *testing.T) {
+	r := startHub(t)
+	vals := make([]float64, 120)
+	for i := range vals {
+		vals[i] = 20
+	}
+	for _, b := range batches(t, "gw-late", 1, 1, base, vals, 120) {
+		r.publish("gw-late", b)
+	}
+	testsvc.WaitFor(t, 30*time.Second, "first windows", func() error {
+		if n := len(r.aggregates("gw-late")); n != 2 {
+			return fmt.Errorf("%d windows", n)
+		}
+		return nil
+	})
+	// Six hours later the device moves on...
+	for _, b := range batches(t, "gw-late", 1, 2, base.Add(6*time.Hour), vals, 120) {
+		r.publish("gw-late", b)
+	}
+	// ...then delivers a late reading for the first minute (a new maximum),
+	// and one beyond the 72 h horizon.
+	for _, b := range batches(t, "gw-late", 1, 3, base.Add(30*time.Second+500*time.Millisecond), []float64{35}, 1) {
+		r.publish("gw-late", b)
+	}
+	for _, b := range batches(t, "gw-late", 1, 4, base.Add(-80*time.Hour), []float64{1}, 1) {
+		r.publish("gw-late", b)
+	}
+	r.waitStat("batches:applied", 4)
+	testsvc.WaitFor(t, 30*time.Second, "the corrected window", func() error {
+		a := r.aggregates("gw-late")[base.UnixNano()]
+		if a.count != "61" || a.max != "35" {
+			return fmt.Errorf("first window %+v", a)
+		}
+		return nil
+	})
+	if got := r.h.Ingest().Stat("corrections"); got == 0 {
+		t.Fatal("no correction counted")
+	}
+	if got := r.h.Ingest().Stat("too_late"); got != 1 {
+		t.Fatalf("too late %d, want 1", got)
+	}
+	if n := r.count("temperature", "gw-late", "value"); n != 242 {
+		t.Fatalf("%d raw rows, want 242 (the too-late one is stored raw)", n)
+	}
+}
+
+// TestHostileInput: garbage, wrong devices, NaN, oversize and out-of-range
+// batches are refused with their reason; the hub keeps serving.
+func TestHostileInput(t *testing.T) {
+	r := startHub(t)
+	bad := map[string]string{
+		"bad-float-nan":       "not_finite",
+		"bad-time-negative":   "time_range",
+		"bad-time-after-2200": "time_range",
+		"bad-labels-unsorted": "bad_name",
+	}
+	for _, v := range prototest.Vectors {
+		if _, ok := bad[v.Name]; ok {
+			r.publish("gw-1", v.Bytes())
+		}
+	}
+	r.publish("gw-1", []byte("not msgpack at all"))
+	r.publish("gw-2", prototest.Vectors[0].Bytes()) // a batch of gw-1 on gw-2's topic
+	huge := make([]byte, 200<<10)
+	r.publish("gw-1", huge)
+	deep := []byte{}
+	for range 60000 { // under the size limit: the decoder itself must cope
+		deep = append(deep, 0x91) // nested arrays
+	}
+	r.publish("gw-1", deep)
+	for _, reason := range bad {
+		testsvc.WaitFor(t, 10*time.Second, "rejection "+reason, func() error {
+			if r.h.Ingest().Stat("rejections:"+reason) == 0 {
+				return fmt.Errorf("none")
+			}
+			return nil
+		})
+	}
+	r.waitStat("rejections:device_mismatch", 1)
+	r.waitStat("rejections:too_large", 1)
+	// The refused batches that name a seq are answered, so agents stop resending.
+	testsvc.WaitFor(t, 10*time.Second, "rejection acks", func() error {
+		n := 0
+		for _, a := range r.ackList("gw-1") {
+			n += len(a.Rejected)
+		}
+		if n < len(bad) {
+			return fmt.Errorf("%d rejections acked", n)
+		}
+		return nil
+	})
+	// Still serving.
+	vals := []float64{21, 22}
+	r.publish("gw-3", batches(t, "gw-3", 1, 1, base, vals, 2)[0])
+	r.waitStat("readings", 2)
+}

@@ -1,0 +1,138 @@
+package ingest
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// DeviceInfo is the hub's view of one device (GET /api/v1/devices).
+type DeviceInfo struct {
+	Device   string    `json:"device"`
+	LastSeen time.Time `json:"last_seen"`
+	// State, Version, Backlog, Dropped come from the agent's retained status.
+	State        string           `json:"state,omitempty"`
+	AgentVersion string           `json:"agent_version,omitempty"`
+	Backlog      protocol.Backlog `json:"backlog"`
+	Dropped      uint64           `json:"dropped"`
+	ClockSynced  bool             `json:"clock_synced"`
+	Notice       string           `json:"notice,omitempty"`
+	// LastSeq is the highest seq received per epoch (hex).
+	LastSeq map[string]uint64 `json:"last_seq"`
+	// Rejections counts refused batches; GapReadings the readings the agent reported dropped.
+	Rejections  uint64 `json:"rejections"`
+	GapReadings uint64 `json:"gap_readings"`
+	// ClockOffset estimates the device clock minus the hub's, from seal
+	// times (a batch is sealed and sent at once when the link is up; the
+	// smallest recent difference is the best estimate).
+	ClockOffsetSeconds float64                 `json:"clock_offset_seconds"`
+	Sensors            []protocol.SensorStatus `json:"sensors,omitempty"`
+}
+
+// fleet tracks devices in memory; it is bounded by the number of devices.
+type fleet struct {
+	mu      sync.Mutex
+	devices map[string]*DeviceInfo
+	offsets map[string][]float64 // recent offsets, to take the minimum
+}
+
+func newFleet() *fleet {
+	return &fleet{devices: map[string]*DeviceInfo{}, offsets: map[string][]float64{}}
+}
+
+func (f *fleet) get(device string) *DeviceInfo {
+	d := f.devices[device]
+	if d == nil {
+		d = &DeviceInfo{Device: device, LastSeq: map[string]uint64{}}
+		f.devices[device] = d
+	}
+	return d
+}
+
+func (f *fleet) batch(b *protocol.Batch, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.get(b.Device)
+	d.LastSeen = now
+	k := epochHex(b.Epoch)
+	if b.Seq > d.LastSeq[k] {
+		d.LastSeq[k] = b.Seq
+	}
+	if len(d.LastSeq) > 8 { // old epochs: keep a few
+		for e := range d.LastSeq {
+			if e != k {
+				delete(d.LastSeq, e)
+				break
+			}
+		}
+	}
+	off := float64(b.SealTime-now.UnixNano()) / 1e9
+	o := append(f.offsets[b.Device], off)
+	if len(o) > 16 {
+		o = o[len(o)-16:]
+	}
+	f.offsets[b.Device] = o
+	// A late batch was sealed long ago: the largest difference (device time
+	// minus hub time) comes from a batch sent as soon as it was sealed.
+	d.ClockOffsetSeconds = slices.Max(o)
+}
+
+func (f *fleet) status(s *protocol.Status, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.get(s.Device)
+	d.LastSeen = now
+	d.State, d.AgentVersion, d.Backlog, d.Dropped, d.ClockSynced, d.Notice = s.State, s.AgentVersion, s.Backlog, s.Dropped, s.ClockSynced, s.Notice
+	if len(s.Sensors) > 0 {
+		d.Sensors = s.Sensors
+	}
+}
+
+func (f *fleet) rejection(device string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.get(device).Rejections++
+}
+
+func (f *fleet) gap(device string, readings uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.get(device).GapReadings += readings
+}
+
+// Devices returns a snapshot of every device seen, sorted by id.
+func (h *Hub) Devices() []DeviceInfo {
+	h.fleet.mu.Lock()
+	defer h.fleet.mu.Unlock()
+	out := make([]DeviceInfo, 0, len(h.fleet.devices))
+	for _, d := range h.fleet.devices {
+		c := *d
+		c.LastSeq = make(map[string]uint64, len(d.LastSeq))
+		for k, v := range d.LastSeq {
+			c.LastSeq[k] = v
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b DeviceInfo) int {
+		if a.Device < b.Device {
+			return -1
+		}
+		if a.Device > b.Device {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func epochHex(e uint64) string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, 16)
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[e&15]
+		e >>= 4
+	}
+	return string(b)
+}

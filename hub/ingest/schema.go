@@ -1,0 +1,103 @@
+package ingest
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/window"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// The InfluxDB schema (README.md, "Hub: InfluxDB schema"):
+//
+//	raw:        measurement = metric; tags device, sensor, unit (if any), the series' labels; field value
+//	aggregates: measurement = metric + "_" + window size (temperature_1m); same tags; fields count, min,
+//	            max, mean, sum, first, last, stddev; time = window start
+//	gaps:       measurement freshet_gaps; tag device; fields readings, seqs, first_time, last_time,
+//	            epoch (hex), seq; time = the carrying batch's seal time
+const (
+	GapMeasurement = "freshet_gaps"
+)
+
+func seriesTags(device string, s *protocol.Series) []influx.Tag {
+	tags := make([]influx.Tag, 0, 3+len(s.Labels))
+	tags = append(tags, influx.Tag{Key: "device", Value: device}, influx.Tag{Key: "sensor", Value: s.Sensor})
+	if s.Unit != "" {
+		tags = append(tags, influx.Tag{Key: "unit", Value: s.Unit})
+	}
+	for _, l := range s.Labels {
+		tags = append(tags, influx.Tag{Key: l.Key, Value: l.Value})
+	}
+	sortTags(tags)
+	return tags
+}
+
+func sortTags(tags []influx.Tag) {
+	for i := 1; i < len(tags); i++ {
+		for j := i; j > 0 && tags[j].Key < tags[j-1].Key; j-- {
+			tags[j], tags[j-1] = tags[j-1], tags[j]
+		}
+	}
+}
+
+// rawPoints renders a batch's readings (and its gap notice) as points.
+func rawPoints(dst []influx.Point, b *protocol.Batch) []influx.Point {
+	for i := range b.Series {
+		s := &b.Series[i]
+		tags := seriesTags(b.Device, s)
+		for j, t := range s.Times {
+			var v any
+			switch s.Type {
+			case protocol.Float:
+				v = s.Floats[j]
+			case protocol.Int:
+				v = s.Ints[j]
+			case protocol.Bool:
+				v = s.Bools[j]
+			case protocol.String:
+				v = s.Strings[j]
+			}
+			dst = append(dst, influx.Point{Measurement: s.Metric, Tags: tags, Fields: []influx.Field{{Key: "value", Value: v}}, Time: t})
+		}
+	}
+	if g := b.Gap; g != nil {
+		dst = append(dst, influx.Point{Measurement: GapMeasurement, Tags: []influx.Tag{{Key: "device", Value: b.Device}},
+			Fields: []influx.Field{
+				{Key: "epoch", Value: strconv.FormatUint(b.Epoch, 16)},
+				{Key: "first_time", Value: g.FirstTime},
+				{Key: "last_time", Value: g.LastTime},
+				{Key: "readings", Value: int64(g.Readings)},
+				{Key: "seq", Value: int64(b.Seq)},
+				{Key: "seqs", Value: int64(g.SeqCount())},
+			}, Time: b.SealTime})
+	}
+	return dst
+}
+
+// WindowName is how a window size appears in measurement names: 1m, 1h, 1d.
+func WindowName(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	case d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	case d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	}
+	return strconv.Itoa(int(d/time.Second)) + "s"
+}
+
+func aggPoints(dst []influx.Point, aggs []window.Aggregate) []influx.Point {
+	for i := range aggs {
+		a := &aggs[i]
+		s := protocol.Series{Sensor: a.Sensor, Unit: a.Unit, Labels: a.Labels}
+		dst = append(dst, influx.Point{Measurement: a.Metric + "_" + WindowName(a.Size), Tags: seriesTags(a.Device, &s),
+			Fields: []influx.Field{
+				{Key: "count", Value: a.Count}, {Key: "first", Value: a.First}, {Key: "last", Value: a.Last},
+				{Key: "max", Value: a.Max}, {Key: "mean", Value: a.Mean}, {Key: "min", Value: a.Min},
+				{Key: "stddev", Value: a.Stddev}, {Key: "sum", Value: a.Sum},
+			}, Time: a.Start})
+	}
+	return dst
+}
