@@ -214,3 +214,6 @@ func (h *Hub) Handler() http.Handler {
 	})
 	return mux
 }
+
+// InfluxStats returns the InfluxDB writer's counters.
+func (h *Hub) InfluxStats() influx.Stats { return h.influx.Stats() }

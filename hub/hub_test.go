@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -338,4 +342,98 @@ func TestHostileInput(t *testing.T) {
 	vals := []float64{21, 22}
 	r.publish("gw-3", batches(t, "gw-3", 1, 1, base, vals, 2)[0])
 	r.waitStat("readings", 2)
+}
+
+// TestInfluxOutage: with InfluxDB down the hub keeps retrying, acks nothing,
+// holds at most its intake bound, reports not ready, and stores everything
+// once InfluxDB is back.
+func TestInfluxOutage(t *testing.T) {
+	r := startHub(t)
+	srv := httptest.NewServer(r.h.Handler())
+	defer srv.Close()
+	r.ix.Kill()
+	vals := make([]float64, 4000)
+	for i := range vals {
+		vals[i] = 20 + float64(i%50)/10
+	}
+	bs := batches(t, "gw-out", 1, 1, base, vals, 100)
+	for _, b := range bs {
+		r.publish("gw-out", b)
+	}
+	testsvc.WaitFor(t, 30*time.Second, "the writer retrying", func() error {
+		if st := r.h.InfluxStats(); st.Retries < 5 {
+			return fmt.Errorf("%d retries", st.Retries)
+		}
+		return nil
+	})
+	if n := len(r.ackList("gw-out")); n != 0 || r.h.Ingest().Stat("readings") != 0 {
+		t.Fatalf("during the outage: %d acks, %d readings counted", n, r.h.Ingest().Stat("readings"))
+	}
+	resp, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during the outage: %s", resp.Status)
+	}
+	if q := metricValue(t, srv.URL, "freshet_hub_intake_queue"); q > 1000 {
+		t.Fatalf("intake queue %v over its bound", q)
+	}
+	if err := r.ix.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStat("readings", uint64(len(vals)))
+	testsvc.WaitFor(t, 20*time.Second, "every batch acked", func() error {
+		acks := r.ackList("gw-out")
+		if len(acks) == 0 || acks[len(acks)-1].Through != uint64(len(bs)) {
+			return fmt.Errorf("%d acks", len(acks))
+		}
+		return nil
+	})
+	if n := r.count("temperature", "gw-out", "value"); n != len(vals) {
+		t.Fatalf("%d raw rows, want %d", n, len(vals))
+	}
+	resp, err = http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz after the outage: %s", resp.Status)
+	}
+	resp, err = http.Get(srv.URL + "/api/v1/devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fleet struct {
+		Devices []struct {
+			Device  string            `json:"device"`
+			LastSeq map[string]uint64 `json:"last_seq"`
+		} `json:"devices"`
+	}
+	json.NewDecoder(resp.Body).Decode(&fleet)
+	resp.Body.Close()
+	if len(fleet.Devices) != 1 || fleet.Devices[0].Device != "gw-out" || fleet.Devices[0].LastSeq["0000000000000001"] != uint64(len(bs)) {
+		t.Fatalf("/api/v1/devices: %+v", fleet)
+	}
+}
+
+// metricValue reads one unlabelled metric from /metrics.
+func metricValue(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
