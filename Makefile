@@ -49,6 +49,8 @@ bench: ## benchmarks (compare figures as ratios within one run; these machines a
 	$(GO) test -run '^$$' -bench DurableIngest -benchtime 3s ./agent/outbox
 	$(GO) test -run '^$$' -bench Drain -benchtime 3x ./agent/forward
 	$(GO) test -run '^$$' -bench AgentRSS -benchtime 1x -timeout 5m ./agent
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 5s ./hub/ingest
+	$(GO) test -run '^$$' -bench EndToEndCPU -benchtime 1x -timeout 10m ./hub
 	@CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /tmp/freshet-agent-arm64 ./agent/cmd/freshet-agent && \
 		echo "freshet-agent linux/arm64 stripped: $$(stat -c %s /tmp/freshet-agent-arm64) bytes"
 

@@ -24,7 +24,7 @@ import (
 
 // rig is a running hub with its embedded broker and a real influxd.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	h    *hub.Hub
 	ix   *testsvc.Influx
 	db   string
@@ -33,7 +33,7 @@ type rig struct {
 	acks map[string][]*protocol.Ack
 }
 
-func startHub(t *testing.T) *rig {
+func startHub(t testing.TB) *rig {
 	t.Helper()
 	ix := testsvc.StartInflux(t)
 	db := ix.NewDatabase(t)
@@ -124,7 +124,7 @@ func (r *rig) count(measurement, device string, field string) int {
 }
 
 // batches packs readings (one temperature series, 1 Hz from t0) into batches.
-func batches(t *testing.T, device string, epoch uint64, firstSeq uint64, t0 time.Time, values []float64, perBatch int) [][]byte {
+func batches(t testing.TB, device string, epoch uint64, firstSeq uint64, t0 time.Time, values []float64, perBatch int) [][]byte {
 	t.Helper()
 	var out [][]byte
 	p, _ := protocol.NewPacker(device, protocol.Limits{})

@@ -658,3 +658,5 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+func initLedger(tx *bolt.Tx) error { return ledger.Init(tx) }

@@ -1,0 +1,52 @@
+package hub_test
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/freshet-iot/freshet/internal/testsvc"
+)
+
+// BenchmarkEndToEndCPU: 1 M readings from 8 devices in full batches through
+// the hub's embedded broker into a real influxd (raw points and 1 m / 1 h
+// aggregates). Reports the CPU seconds this process spent per million
+// readings: the hub, its embedded broker and the test's publisher (an upper
+// bound for the hub); influxd runs in its own process and is not counted.
+func BenchmarkEndToEndCPU(b *testing.B) {
+	r := startHub(b)
+	const devices, perDevice = 8, 125_000
+	vals := make([]float64, perDevice)
+	for i := range vals {
+		vals[i] = 20 + float64(i%97)/100
+	}
+	var payloads [][]byte
+	var names []string
+	for d := range devices {
+		name := fmt.Sprintf("gw-cpu-%d", d)
+		for _, p := range batches(b, name, 1, 1, base.Add(-48*time.Hour), vals, 30000) {
+			payloads = append(payloads, p)
+			names = append(names, name)
+		}
+	}
+	for b.Loop() {
+		var before, after syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+		start := time.Now()
+		for i, p := range payloads {
+			r.publish(names[i], p)
+		}
+		testsvc.WaitFor(b, 5*time.Minute, "all readings stored", func() error {
+			if n := r.h.Ingest().Stat("readings"); n < devices*perDevice {
+				return fmt.Errorf("%d stored", n)
+			}
+			return nil
+		})
+		elapsed := time.Since(start)
+		syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+		cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano())
+		b.ReportMetric(cpu.Seconds()/float64(devices*perDevice)*1e6, "cpu-s/1M-readings")
+		b.ReportMetric(float64(devices*perDevice)/elapsed.Seconds(), "readings/s")
+	}
+}
