@@ -45,7 +45,7 @@ func BenchmarkEndToEndCPU(b *testing.B) {
 		})
 		elapsed := time.Since(start)
 		syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-		cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano())
+		cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
 		b.ReportMetric(cpu.Seconds()/float64(devices*perDevice)*1e6, "cpu-s/1M-readings")
 		b.ReportMetric(float64(devices*perDevice)/elapsed.Seconds(), "readings/s")
 	}
