@@ -55,6 +55,18 @@ type BrokerConfig struct {
 type EmbeddedConfig struct {
 	Listen string   `yaml:"listen"` // default 127.0.0.1:1883
 	TLS    TLSFiles `yaml:"tls"`    // server certificate; ca_file requires client certificates (mutual TLS)
+	// Users, if any, are the only accounts the broker admits: a device may
+	// use only its own topics; role hub may use all. Without users every
+	// client is admitted: keep the listener on loopback then.
+	Users []EmbeddedUser `yaml:"users"`
+}
+
+// EmbeddedUser is an account of the embedded broker.
+type EmbeddedUser struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	Role         string `yaml:"role"` // device (default) or hub
 }
 
 // TLSFiles name PEM files.
@@ -133,6 +145,28 @@ func (c *Config) Validate() error {
 		t := b.Embedded.TLS
 		if (t.CertFile == "") != (t.KeyFile == "") || t.CAFile != "" && t.CertFile == "" {
 			return bad("broker.embedded.tls", "cert_file and key_file go together; ca_file needs them")
+		}
+		hubUser := false
+		for i := range b.Embedded.Users {
+			u := &b.Embedded.Users[i]
+			key := fmt.Sprintf("broker.embedded.users[%d]", i)
+			if u.Role == "" {
+				u.Role = "device"
+			}
+			switch {
+			case u.Username == "":
+				return bad(key+".username", "required")
+			case u.Role != "device" && u.Role != "hub":
+				return bad(key+".role", "%q: want device or hub", u.Role)
+			case u.PasswordFile == "" && u.PasswordEnv == "":
+				return bad(key+".password_file", "a password_file or password_env is required")
+			case u.Role == "device" && protocol.ValidDevice(u.Username) != nil:
+				return bad(key+".username", "%q is not a device id", u.Username)
+			}
+			hubUser = hubUser || u.Role == "hub" && u.Username == b.Username
+		}
+		if len(b.Embedded.Users) > 0 && !hubUser {
+			return bad("broker.username", "with broker.embedded.users, the hub connects as one of them with role hub")
 		}
 	} else {
 		u, err := url.Parse(b.URL)

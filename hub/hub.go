@@ -75,7 +75,20 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		if err != nil {
 			return fail(err)
 		}
-		h.broker, err = broker.Start(broker.Options{Addr: e.Listen, TLS: tlsConf, Logger: o.Logger.With("part", "broker")})
+		bo := broker.Options{Addr: e.Listen, TLS: tlsConf, Logger: o.Logger.With("part", "broker")}
+		if len(e.Users) > 0 {
+			var users []broker.User
+			for i, u := range e.Users {
+				pw, err := cfgfile.Secret(fmt.Sprintf("broker.embedded.users[%d].password", i), u.PasswordFile, u.PasswordEnv)
+				if err != nil {
+					return fail(err)
+				}
+				users = append(users, broker.User{Name: u.Username, Password: pw, Hub: u.Role == "hub"})
+			}
+			topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
+			bo.Auth = broker.UserAuth(users, topics)
+		}
+		h.broker, err = broker.Start(bo)
 		if err != nil {
 			return fail(err)
 		}
