@@ -197,7 +197,8 @@ func (h *Hub) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handler serves /metrics, /healthz, /readyz and /api/v1/devices.
+// Handler serves /metrics, /healthz, /readyz, /api/v1/devices and
+// /api/v1/rejections (the newest refused payloads, with their reasons).
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
@@ -220,6 +221,15 @@ func (h *Hub) Handler() http.Handler {
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{"ready": true})
+	})
+	mux.HandleFunc("/api/v1/rejections", func(w http.ResponseWriter, r *http.Request) {
+		dl, err := h.ingest.DeadLetters(100)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"rejections": dl})
 	})
 	mux.HandleFunc("/api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/freshet-iot/freshet/hub"
+	"github.com/freshet-iot/freshet/hub/ingest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 	"github.com/freshet-iot/freshet/protocol/prototest"
@@ -342,6 +343,52 @@ func TestHostileInput(t *testing.T) {
 	vals := []float64{21, 22}
 	r.publish("gw-3", batches(t, "gw-3", 1, 1, base, vals, 2)[0])
 	r.waitStat("readings", 2)
+	// The refused payloads are kept, with their reasons, for inspection.
+	dl, err := r.h.Ingest().DeadLetters(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]bool{}
+	for _, d := range dl {
+		reasons[d.Reason] = true
+	}
+	for _, want := range []string{"not_finite", "time_range", "bad_name", "device_mismatch", "too_large", "malformed"} {
+		if !reasons[want] {
+			t.Errorf("no dead letter with reason %s (have %v)", want, reasons)
+		}
+	}
+}
+
+// TestGapNotice: an agent's gap notice settles the dropped seqs, is counted,
+// and is stored as a freshet_gaps row.
+func TestGapNotice(t *testing.T) {
+	r := startHub(t)
+	b := batches(t, "gw-gap", 5, 1, base, []float64{20, 21}, 2)[0]
+	r.publish("gw-gap", b)
+	var gb protocol.Batch
+	codec := protocol.NewCodec(protocol.Limits{})
+	codec.DecodeBatch(b, &gb)
+	gb.Seq = 10
+	gb.Gap = &protocol.Gap{Seqs: []protocol.SeqRange{{First: 2, Last: 9}}, Readings: 4000, FirstTime: base.UnixNano(), LastTime: base.Add(time.Hour).UnixNano()}
+	for i := range gb.Series[0].Times {
+		gb.Series[0].Times[i] += int64(2 * time.Hour)
+	}
+	data, err := codec.EncodeBatch(&gb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.publish("gw-gap", data)
+	r.waitStat("gap_readings", 4000)
+	testsvc.WaitFor(t, 10*time.Second, "the ack to settle 1..10", func() error {
+		acks := r.ackList("gw-gap")
+		if len(acks) == 0 || acks[len(acks)-1].Through != 10 {
+			return fmt.Errorf("acks %d", len(acks))
+		}
+		return nil
+	})
+	if n := r.count(ingest.GapMeasurement, "gw-gap", "readings"); n != 1 {
+		t.Fatalf("%d freshet_gaps rows", n)
+	}
 }
 
 // TestInfluxOutage: with InfluxDB down the hub keeps retrying, acks nothing,

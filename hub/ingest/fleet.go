@@ -1,9 +1,13 @@
 package ingest
 
 import (
+	"bytes"
+	"encoding/binary"
 	"slices"
 	"sync"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -135,4 +139,32 @@ func epochHex(e uint64) string {
 		e >>= 4
 	}
 	return string(b)
+}
+
+// DeadLetter is a refused payload kept for inspection (GET /api/v1/rejections).
+type DeadLetter struct {
+	Time    time.Time `json:"time"`
+	Topic   string    `json:"topic"`
+	Reason  string    `json:"reason"`
+	Detail  string    `json:"detail"`
+	Bytes   int       `json:"bytes"`
+	Payload []byte    `json:"payload"` // the first 64 KiB (base64 in JSON)
+}
+
+// DeadLetters returns up to limit refused payloads, newest first.
+func (h *Hub) DeadLetters(limit int) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := h.o.DB.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(deadBucket).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			parts := bytes.SplitN(v, []byte{0}, 4)
+			if len(parts) != 4 || len(k) != 16 {
+				continue
+			}
+			out = append(out, DeadLetter{Time: time.Unix(0, int64(binary.BigEndian.Uint64(k))), Topic: string(parts[0]),
+				Reason: string(parts[1]), Detail: string(parts[2]), Bytes: len(parts[3]), Payload: bytes.Clone(parts[3])})
+		}
+		return nil
+	})
+	return out, err
 }

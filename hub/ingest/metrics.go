@@ -75,7 +75,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Stat returns a counter by name, for tests: readings, too_late,
-// corrections, aggregates, batches:<result>, rejections:<reason>.
+// corrections, aggregates, gap_readings, batches:<result>, rejections:<reason>.
 func (h *Hub) Stat(name string) uint64 {
 	s := &h.stats
 	load := func(m *sync.Map, k string) uint64 {
@@ -93,6 +93,8 @@ func (h *Hub) Stat(name string) uint64 {
 		return s.corrections.Load()
 	case name == "aggregates":
 		return s.aggregates.Load()
+	case name == "gap_readings":
+		return s.gapReadings.Load()
 	case len(name) > 8 && name[:8] == "batches:":
 		return load(&s.batches, name[8:])
 	case len(name) > 11 && name[:11] == "rejections:":
