@@ -17,10 +17,13 @@ RACE ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 # Fuzz targets: package:Target.
 FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic ./hub/window:FuzzDecodeBlob
 
-.PHONY: help build test test-short cross bench fuzz fuzz-short tools lint clean
+.PHONY: help run build test test-short cross bench fuzz fuzz-short tools lint clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+run: tools build ## the local demo: influxd, freshet-hub with its embedded broker, 20 simulated gateways (Ctrl-C stops all)
+	./bin/freshet-sim -demo -devices 20 -work .run
 
 build: ## build the commands into bin/ for this machine
 	@mkdir -p $(BIN)

@@ -107,8 +107,11 @@ bind-address = "127.0.0.1:%d"
 	}
 	// With no users yet, influxd lets the first admin be created without credentials.
 	if _, err := i.query("", fmt.Sprintf("CREATE USER %q WITH PASSWORD '%s' WITH ALL PRIVILEGES", i.User, i.Password), false); err != nil {
-		i.Stop()
-		return nil, fmt.Errorf("create admin user: %w", err)
+		// A data directory used before already has the user.
+		if _, aerr := i.query("", "SHOW DATABASES", true); aerr != nil {
+			i.Stop()
+			return nil, fmt.Errorf("create admin user: %w", err)
+		}
 	}
 	return i, nil
 }
