@@ -131,7 +131,7 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 	dur := func(t time.Duration) cfgfile.Duration { return cfgfile.Duration(t) }
 	cfg := &agent.Config{
 		Device: name, DataDir: dir, SysRoot: dir, Labels: map[string]string{"fleet": "sim"},
-		MQTT: agent.MQTTConfig{Broker: f.o.Broker, BackoffMin: dur(200 * time.Millisecond), BackoffMax: dur(5 * time.Second), AckTimeout: dur(10 * time.Second)},
+		MQTT:   agent.MQTTConfig{Broker: f.o.Broker, BackoffMin: dur(200 * time.Millisecond), BackoffMax: dur(5 * time.Second), AckTimeout: dur(10 * time.Second)},
 		Outbox: agent.OutboxConfig{MaxBatchAge: dur(10 * time.Second)},
 		HTTP:   agent.HTTPConfig{Listen: "off"},
 		Sensors: []sensor.Config{
@@ -145,7 +145,9 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 	}
 	env := &sensor.Env{OpenI2C: func(string) (i2c.BusCloser, error) { return nopClose{bus}, nil }, SysRoot: dir}
 	d.Agent, err = agent.New(cfg, agent.Options{Env: env, Version: "sim", Logger: f.o.Logger.With("device", name),
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) { return d.Link.DialContext(ctx, network, addr) }})
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.Link.DialContext(ctx, network, addr)
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
