@@ -60,6 +60,9 @@ type Agent struct {
 	reg     *prometheus.Registry
 	wake    chan struct{}
 	commitW *commitLog
+	// stopSensors, set while Run runs, stops reading sensors (StopSensors).
+	stopMu      sync.Mutex
+	stopSensors func()
 }
 
 // New opens the outbox and the sensors. Close it with Run's return, or
@@ -191,6 +194,16 @@ func (a *Agent) Status(state string) *protocol.Status {
 	return s
 }
 
+// StopSensors stops reading sensors while the agent keeps committing and
+// forwarding what it has (simulations drain a fleet with it).
+func (a *Agent) StopSensors() {
+	a.stopMu.Lock()
+	defer a.stopMu.Unlock()
+	if a.stopSensors != nil {
+		a.stopSensors()
+	}
+}
+
 // Outbox exposes the outbox's statistics (for tests and the simulator).
 func (a *Agent) Outbox() outbox.Stats { return a.ob.Stats() }
 
@@ -213,6 +226,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("serving metrics and health", "addr", l.Addr().String())
 	}
 	sensorsCtx, stopSensors := context.WithCancel(context.Background())
+	a.stopMu.Lock()
+	a.stopSensors = stopSensors
+	a.stopMu.Unlock()
 	fwCtx, stopFw := context.WithCancel(context.Background())
 	commitCtx, stopCommit := context.WithCancel(context.Background())
 	var sensorsDone, fwDone, commitDone sync.WaitGroup
@@ -361,3 +377,6 @@ func (c *commitLog) close() error {
 	defer c.mu.Unlock()
 	return c.f.Close()
 }
+
+// OutboxPath returns the outbox file's path.
+func (a *Agent) OutboxPath() string { return filepath.Join(a.cfg.DataDir, "outbox.db") }

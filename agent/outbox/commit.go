@@ -179,6 +179,11 @@ func (ob *Outbox) addToOpen(tx *bolt.Tx, r *protocol.Reading, d *delta, now time
 		ob.log.Error("outbox: invalid reading skipped", "sensor", r.Sensor, "metric", r.Metric, "err", err)
 		return false, nil
 	}
+	if r.Type == protocol.Float && r.Resolution != 0 {
+		// What is committed is the value at its resolution (the packer has
+		// rounded it): the chunk and OnCommit's ground truth say the same.
+		r.Float, _ = protocol.Quantize(r.Float, r.Resolution)
+	}
 	if ob.openSince.IsZero() {
 		ob.openSince = now
 	}

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -89,16 +87,6 @@ type Range struct {
 
 // Duration is a time.Duration written in YAML as a Go duration string: "500ms", "10s", "1m30s".
 type Duration = cfgfile.Duration
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "sequence"
-	}
-	return "node"
-}
 
 // metricSpec is one metric a sensor type produces.
 type metricSpec struct {

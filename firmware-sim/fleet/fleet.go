@@ -46,6 +46,13 @@ type Options struct {
 	Flaky  bool
 	Prefix string // device id prefix, default "sim-"
 	Logger *slog.Logger
+	// GroundTruth writes every reading each device commits to
+	// DataDir/<device>/commits.log (see agent.Config.CommitLog).
+	GroundTruth bool
+	// Clock, if set, gives a device its clock (skew, RTC-less boots).
+	Clock func(device string) func() time.Time
+	// Tune, if set, adjusts each device's agent config (disk bound, timeouts).
+	Tune func(*agent.Config)
 }
 
 // Device is one simulated gateway.
@@ -140,11 +147,21 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 			{Name: "cpu", Type: sensor.TypeCPUTemp, Interval: dur(10 * time.Second)},
 		},
 	}
+	if f.o.GroundTruth {
+		cfg.CommitLog = filepath.Join(dir, "commits.log")
+	}
+	if f.o.Tune != nil {
+		f.o.Tune(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	var now func() time.Time
+	if f.o.Clock != nil {
+		now = f.o.Clock(name)
+	}
 	env := &sensor.Env{OpenI2C: func(string) (i2c.BusCloser, error) { return nopClose{bus}, nil }, SysRoot: dir}
-	d.Agent, err = agent.New(cfg, agent.Options{Env: env, Version: "sim", Logger: f.o.Logger.With("device", name),
+	d.Agent, err = agent.New(cfg, agent.Options{Env: env, Version: "sim", Logger: f.o.Logger.With("device", name), Now: now,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return d.Link.DialContext(ctx, network, addr)
 		}})
@@ -217,6 +234,14 @@ func (f *Fleet) Run(ctx context.Context) error {
 			}
 			f.mu.Unlock()
 		}
+	}
+}
+
+// StopSensors stops every device's sensors; the agents keep forwarding
+// their backlog.
+func (f *Fleet) StopSensors() {
+	for _, d := range f.Devices {
+		d.Agent.StopSensors()
 	}
 }
 

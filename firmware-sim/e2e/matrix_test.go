@@ -1,0 +1,346 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/freshet-iot/freshet/agent"
+	"github.com/freshet-iot/freshet/firmware-sim/fleet"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
+	"github.com/freshet-iot/freshet/internal/testsvc"
+)
+
+var metrics = []string{"temperature", "humidity", "pressure"}
+
+// world is one scenario's setup.
+type world struct {
+	t       *testing.T
+	ix      *testsvc.Influx
+	db      string
+	broker  *testsvc.Broker
+	hubBin  string
+	hubCfg  string
+	httpURL string
+	mu      sync.Mutex
+	hub     *exec.Cmd
+	hubOut  *strings.Builder
+	hubDone chan error
+	fleet   *fleet.Fleet
+	stop    func()
+}
+
+func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options) *world {
+	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), broker: testsvc.StartBroker(t, brokerName), hubBin: hubBin}
+	dir := t.TempDir()
+	port, _ := testsvc.FreePort()
+	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	w.hubCfg = filepath.Join(dir, "hub.yaml")
+	os.WriteFile(w.hubCfg, []byte(fmt.Sprintf(`data_dir: %s
+broker: {url: %q, client_id: hub-%s}
+influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
+windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}
+http: {listen: "127.0.0.1:%d"}
+`, filepath.Join(dir, "hub"), w.broker.URL(), w.db, ix.URL, w.db+"/autogen", port)), 0o644)
+	w.startHub()
+	fo.Broker, fo.DataDir, fo.GroundTruth = w.broker.URL(), filepath.Join(dir, "fleet"), true
+	if fo.Devices == 0 {
+		fo.Devices = 4
+	}
+	if fo.Interval == 0 {
+		fo.Interval = 100 * time.Millisecond
+	}
+	tune := fo.Tune
+	fo.Tune = func(c *agent.Config) {
+		c.MQTT.AckTimeout = cfgfile.Duration(2 * time.Second)
+		c.MQTT.BackoffMax = cfgfile.Duration(time.Second)
+		c.Outbox.MaxBatchAge = cfgfile.Duration(500 * time.Millisecond)
+		if tune != nil {
+			tune(c)
+		}
+	}
+	f, err := fleet.New(fo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.fleet = f
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx) }()
+	w.stop = func() { cancel(); <-done }
+	t.Cleanup(func() { w.stop(); w.stopHub() })
+	return w
+}
+
+func (w *world) startHub() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cmd := exec.Command(w.hubBin, "-config", w.hubCfg)
+	cmd.Env = append(os.Environ(), "E2E_INFLUX_TOKEN="+w.ix.Token)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	w.hub, w.hubOut, w.hubDone = cmd, out, done
+}
+
+func (w *world) killHub() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hub.Process.Kill()
+	<-w.hubDone
+	w.hub = nil
+}
+
+func (w *world) stopHub() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.hub == nil {
+		return
+	}
+	w.hub.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.hubDone:
+	case <-time.After(10 * time.Second):
+		w.hub.Process.Kill()
+		<-w.hubDone
+	}
+	w.hub = nil
+}
+
+// run lets the fleet read for d (real time; a scenario's pace).
+func run(d time.Duration) { time.Sleep(d) } // the simulated fleet produces data while we wait
+
+// drain stops the sensors and waits until every device's backlog is acked.
+func (w *world) drain() {
+	w.fleet.StopSensors()
+	testsvc.WaitFor(w.t, 90*time.Second, "every device drained", func() error {
+		for _, d := range w.fleet.Devices {
+			st := d.Agent.Outbox()
+			if st.Pending != 0 || st.Backlog.Readings != 0 || st.Backlog.Batches != 0 {
+				return fmt.Errorf("%s: pending %d, backlog %+v", d.Name, st.Pending, st.Backlog)
+			}
+		}
+		return nil
+	})
+}
+
+type key struct {
+	device, sensor, metric string
+	t                      int64
+}
+
+// truth reads every device's commit log.
+func (w *world) truth() map[key]float64 {
+	out := map[key]float64{}
+	for _, d := range w.fleet.Devices {
+		f, err := os.Open(filepath.Join(w.fleetDir(), d.Name, "commits.log"))
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			p := strings.Split(s.Text(), "\t")
+			if len(p) != 5 {
+				w.t.Fatalf("commit log line %q", s.Text())
+			}
+			ts, _ := strconv.ParseInt(p[3], 10, 64)
+			v, _ := strconv.ParseFloat(p[4], 64)
+			out[key{p[0], p[1], p[2], ts}] = v
+		}
+		f.Close()
+	}
+	return out
+}
+
+func (w *world) fleetDir() string {
+	// DataDir of the fleet, from the first device's outbox location.
+	return filepath.Dir(filepath.Dir(w.fleet.Devices[0].Agent.OutboxPath()))
+}
+
+type row struct {
+	t int64
+	v float64
+}
+
+// query returns rows of field per (device, sensor) for a measurement: the
+// time (Unix ns, exact) and the fields as float64.
+func (w *world) query(measurement string, fields ...string) map[[2]string][]qrow {
+	q := fmt.Sprintf(`SELECT %s FROM %q GROUP BY "device","sensor"`, `"`+strings.Join(fields, `","`)+`"`, measurement)
+	series, err := w.ix.Query(w.db, q)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[[2]string][]qrow{}
+	for _, s := range series {
+		k := [2]string{s.Tags["device"], s.Tags["sensor"]}
+		for _, v := range s.Values {
+			var r qrow
+			r.t, _ = v[0].(json.Number).Int64()
+			for _, x := range v[1:] {
+				f, _ := strconv.ParseFloat(string(x.(json.Number)), 64)
+				r.f = append(r.f, f)
+			}
+			out[k] = append(out[k], r)
+		}
+	}
+	return out
+}
+
+type qrow struct {
+	t int64
+	f []float64
+}
+
+func (w *world) metric(name string) float64 {
+	resp, err := http.Get(w.httpURL + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+// check compares InfluxDB with the ground truth (polling until the hub has
+// written every window) and logs the accounting.
+func (w *world) check() {
+	truth := w.truth()
+	var last error
+	testsvc.WaitFor(w.t, 60*time.Second, "InfluxDB to equal the ground truth", func() error {
+		last = w.compare(truth)
+		return last
+	})
+}
+
+func (w *world) compare(truth map[key]float64) error {
+	stored := map[key]float64{}
+	for _, m := range metrics {
+		for k, rows := range w.query(m, "value") {
+			for _, r := range rows {
+				stored[key{k[0], k[1], m, r.t}] = r.f[0]
+			}
+		}
+	}
+	// Reported drops per device.
+	dropped := map[string]int64{}
+	if s, err := w.ix.Query(w.db, `SELECT sum("readings") FROM "freshet_gaps" GROUP BY "device"`); err == nil {
+		for _, se := range s {
+			n, _ := se.Values[0][1].(json.Number).Int64()
+			dropped[se.Tags["device"]] = n
+		}
+	}
+	perDevice := map[string][2]int64{} // truth, stored
+	for k, v := range truth {
+		c := perDevice[k.device]
+		c[0]++
+		if sv, ok := stored[k]; ok {
+			c[1]++
+			if sv != v {
+				return fmt.Errorf("%v stored as %v, committed as %v", k, sv, v)
+			}
+		}
+		perDevice[k.device] = c
+	}
+	for k := range stored {
+		if _, ok := truth[k]; !ok {
+			return fmt.Errorf("%v stored but never committed by the agent", k)
+		}
+	}
+	var sent, kept, drops int64
+	for d, c := range perDevice {
+		if c[0]-dropped[d] != c[1] {
+			return fmt.Errorf("%s: %d committed - %d reported dropped != %d stored", d, c[0], dropped[d], c[1])
+		}
+		sent, kept, drops = sent+c[0], kept+c[1], drops+dropped[d]
+	}
+	// Aggregates: recompute each 1 m window from the stored rows, in time order.
+	type wkey struct {
+		device, sensor, metric string
+		start                  int64
+	}
+	byWindow := map[wkey][]row{}
+	for k, v := range stored {
+		start := k.t - ((k.t%int64(time.Minute))+int64(time.Minute))%int64(time.Minute)
+		wk := wkey{k.device, k.sensor, k.metric, start}
+		byWindow[wk] = append(byWindow[wk], row{k.t, v})
+	}
+	aggs := 0
+	for _, m := range metrics {
+		for k, rows := range w.query(m+"_1m", "count", "sum", "min", "max", "first", "last") {
+			for _, r := range rows {
+				aggs++
+				rs := byWindow[wkey{k[0], k[1], m, r.t}]
+				slices.SortFunc(rs, func(a, b row) int { return int(a.t - b.t) })
+				if len(rs) == 0 {
+					return fmt.Errorf("aggregate %v %s at %d has no raw rows", k, m, r.t)
+				}
+				sum, lo, hi := 0.0, rs[0].v, rs[0].v
+				for _, x := range rs {
+					sum += x.v
+					lo, hi = min(lo, x.v), max(hi, x.v)
+				}
+				want := []float64{float64(len(rs)), sum, lo, hi, rs[0].v, rs[len(rs)-1].v}
+				if !slices.Equal(r.f, want) {
+					return fmt.Errorf("aggregate %v %s at %d: %v, from the rows %v", k, m, r.t, r.f, want)
+				}
+			}
+		}
+	}
+	if aggs != len(byWindow) {
+		return fmt.Errorf("%d aggregates written, %d windows hold data", aggs, len(byWindow))
+	}
+	w.t.Logf("accounting: committed %d, stored %d, reported dropped %d, windows %d, corrections %v, duplicate batches %v",
+		sent, kept, drops, aggs, w.metric("freshet_hub_window_corrections_total"), w.metric(`freshet_hub_batches_total{result="duplicate"}`))
+	return nil
+}
+
+func buildHub(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "freshet-hub")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../hub/cmd/freshet-hub").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestFaultMatrix runs every scenario against a fresh database, hub state
+// and fleet; influxd is shared.
+func TestFaultMatrix(t *testing.T) {
+	hubBin := buildHub(t)
+	ix := testsvc.StartInflux(t)
+	for _, sc := range scenarios {
+		for _, b := range sc.brokers {
+			t.Run(sc.name+"/"+b, func(t *testing.T) {
+				if sc.setup != nil {
+					sc.setup()
+				}
+				w := newWorld(t, ix, hubBin, b, sc.fleet)
+				sc.run(w)
+				w.drain()
+				w.check()
+			})
+		}
+	}
+}

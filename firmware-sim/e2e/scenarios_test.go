@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/freshet-iot/freshet/agent"
+	"github.com/freshet-iot/freshet/firmware-sim/fleet"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
+)
+
+type scenario struct {
+	name    string
+	brokers []string
+	fleet   fleet.Options
+	setup   func() // runs just before the world is built
+	run     func(w *world)
+}
+
+// fastClock runs 60 times faster than the wall clock from its start, so
+// minute windows close within seconds; shift moves it by event time.
+type fastClock struct {
+	start time.Time
+	base  time.Time
+	shift atomic.Int64
+}
+
+func newFastClock(offset time.Duration) *fastClock {
+	now := time.Now()
+	return &fastClock{start: now, base: now.Add(offset)}
+}
+
+func (c *fastClock) Now() time.Time {
+	return c.base.Add(60*time.Since(c.start) + time.Duration(c.shift.Load()))
+}
+
+var jumpClock, skewClock, slowClock *fastClock
+
+var scenarios = []scenario{
+	{name: "baseline", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) { run(4 * time.Second) }},
+	{name: "link-cut", brokers: []string{"mochi"}, run: func(w *world) {
+		run(2 * time.Second)
+		for _, d := range w.fleet.Devices {
+			d.Link.SetDown(true)
+		}
+		run(10 * time.Second) // devices keep reading and committing while cut off
+		for _, d := range w.fleet.Devices {
+			d.Link.SetDown(false)
+		}
+		run(2 * time.Second)
+	}},
+	{name: "broker-restart", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) {
+		run(2 * time.Second)
+		w.broker.Kill() // persistence off: sessions and queued batches are gone
+		run(3 * time.Second)
+		if err := w.broker.Start(); err != nil {
+			w.t.Fatal(err)
+		}
+		run(3 * time.Second)
+	}},
+	{name: "hub-kill9", brokers: []string{"mosquitto"}, run: func(w *world) {
+		r := rand.New(rand.NewPCG(5, 5))
+		for range 4 {
+			run(time.Duration(500+r.IntN(1500)) * time.Millisecond)
+			w.killHub()
+			w.startHub()
+		}
+		run(2 * time.Second)
+	}},
+	{name: "influx-restart", brokers: []string{"mochi"}, run: func(w *world) {
+		run(2 * time.Second)
+		w.ix.Kill()
+		run(4 * time.Second)
+		if err := w.ix.Start(); err != nil {
+			w.t.Fatal(err)
+		}
+		run(2 * time.Second)
+	}},
+	{name: "disk-full-drop-oldest", brokers: []string{"mochi"},
+		fleet: fleet.Options{Devices: 2, Tune: func(c *agent.Config) {
+			c.Outbox.MaxMessageBytes = 512
+			c.Outbox.MaxBytes = 16 * 512
+			c.Outbox.MaxBatchAge = cfgfile.Duration(100 * time.Millisecond)
+			c.Outbox.CommitInterval = cfgfile.Duration(100 * time.Millisecond) // about ten small batches a second
+		}},
+		run: func(w *world) {
+			run(time.Second)
+			for _, d := range w.fleet.Devices {
+				d.Link.SetDown(true)
+			}
+			run(12 * time.Second) // the backlog outgrows 8 KiB: the oldest unsent batches go
+			for _, d := range w.fleet.Devices {
+				d.Link.SetDown(false)
+			}
+			run(2 * time.Second)
+			for _, d := range w.fleet.Devices {
+				if d.Agent.Outbox().DroppedEpoch == 0 {
+					w.t.Errorf("%s dropped nothing: the scenario did not fill the disk", d.Name)
+				}
+			}
+		}},
+	{name: "clock-skew-and-jump", brokers: []string{"mochi"},
+		setup: func() {
+			jumpClock, skewClock, slowClock = newFastClock(-time.Hour), newFastClock(time.Hour), newFastClock(-2*time.Hour)
+		},
+		fleet: fleet.Options{Devices: 3, Clock: func(device string) func() time.Time {
+			switch device {
+			case "sim-0001":
+				return jumpClock.Now // steps back 10 minutes mid-run: corrections
+			case "sim-0002":
+				return skewClock.Now // an hour ahead of the hub
+			}
+			return slowClock.Now // two hours behind
+		}},
+		run: func(w *world) {
+			run(6 * time.Second) // six event-minutes
+			jumpClock.shift.Add(int64(-10 * time.Minute))
+			run(6 * time.Second)
+		}},
+}
