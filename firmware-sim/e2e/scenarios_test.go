@@ -35,7 +35,7 @@ func (c *fastClock) Now() time.Time {
 	return c.base.Add(60*time.Since(c.start) + time.Duration(c.shift.Load()))
 }
 
-var jumpClock, skewClock, slowClock *fastClock
+var jumpClock, skewClock, slowClock, rtcClock *fastClock
 
 var scenarios = []scenario{
 	{name: "baseline", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) { run(4 * time.Second) }},
@@ -117,5 +117,23 @@ var scenarios = []scenario{
 			run(6 * time.Second) // six event-minutes
 			jumpClock.shift.Add(int64(-10 * time.Minute))
 			run(6 * time.Second)
+		}},
+	{name: "rtc-less-boot-1970", brokers: []string{"mochi"},
+		setup: func() {
+			rtcClock = newFastClock(-time.Since(time.Unix(0, 0))) // a gateway without a real-time clock
+		},
+		fleet: fleet.Options{Devices: 2, Clock: func(device string) func() time.Time {
+			if device == "sim-0001" {
+				return rtcClock.Now
+			}
+			return time.Now
+		}},
+		run: func(w *world) {
+			run(4 * time.Second)                                   // sim-0001 stamps its readings in January 1970
+			rtcClock.shift.Add(int64(time.Since(time.Unix(0, 0)))) // NTP answers: the clock jumps to now
+			run(4 * time.Second)
+			if st := w.fleet.Devices[0].Agent.Status("online"); !st.ClockSynced {
+				w.t.Error("after the jump the agent still reports its clock unsynced")
+			}
 		}},
 }
