@@ -40,6 +40,8 @@ type world struct {
 	hubDone chan error
 	fleet   *fleet.Fleet
 	stop    func()
+	// procs are agents run as processes (scenarios that kill them).
+	procs []*agentProc
 }
 
 func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options) *world {
@@ -146,19 +148,35 @@ type key struct {
 	t                      int64
 }
 
-// truth reads every device's commit log.
+// commitLogs lists every device's ground truth.
+func (w *world) commitLogs() []string {
+	var out []string
+	for _, d := range w.fleet.Devices {
+		out = append(out, filepath.Join(w.fleetDir(), d.Name, "commits.log"))
+	}
+	for _, p := range w.procs {
+		out = append(out, p.commitLog)
+	}
+	return out
+}
+
+// truth reads every device's commit log (a line torn by kill -9 is skipped).
 func (w *world) truth() map[key]float64 {
 	out := map[key]float64{}
-	for _, d := range w.fleet.Devices {
-		f, err := os.Open(filepath.Join(w.fleetDir(), d.Name, "commits.log"))
+	for _, path := range w.commitLogs() {
+		f, err := os.Open(path)
 		if err != nil {
 			w.t.Fatal(err)
 		}
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			p := strings.Split(s.Text(), "\t")
+		r := bufio.NewReader(f)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break // EOF, or a last line cut by kill -9
+			}
+			p := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
 			if len(p) != 5 {
-				w.t.Fatalf("commit log line %q", s.Text())
+				w.t.Fatalf("commit log line %q", line)
 			}
 			ts, _ := strconv.ParseInt(p[3], 10, 64)
 			v, _ := strconv.ParseFloat(p[4], 64)

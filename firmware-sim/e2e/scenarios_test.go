@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -134,6 +135,29 @@ var scenarios = []scenario{
 			run(4 * time.Second)
 			if st := w.fleet.Devices[0].Agent.Status("online"); !st.ClockSynced {
 				w.t.Error("after the jump the agent still reports its clock unsynced")
+			}
+		}},
+	{name: "agents-kill9-and-reboot", brokers: []string{"mochi", "mosquitto"},
+		fleet: fleet.Options{Devices: 1},
+		run: func(w *world) {
+			bin := buildAgent(w.t)
+			for i := range 3 {
+				w.procs = append(w.procs, newAgentProc(w.t, bin, fmt.Sprintf("proc-%d", i), w.broker.URL()))
+			}
+			r := rand.New(rand.NewPCG(9, 9))
+			for i := range 6 {
+				run(time.Duration(300+r.IntN(1200)) * time.Millisecond)
+				p := w.procs[r.IntN(len(w.procs))]
+				if i%2 == 0 {
+					p.kill() // kill -9: only what was never committed may be lost
+					p.start()
+				} else {
+					p.reboot()
+				}
+			}
+			run(2 * time.Second)
+			for _, p := range w.procs {
+				p.quiesce()
 			}
 		}},
 }

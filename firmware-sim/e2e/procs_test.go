@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/freshet-iot/freshet/firmware-sim/chip/sysfs"
+	"github.com/freshet-iot/freshet/internal/testsvc"
+)
+
+// agentProc is a freshet-agent process reading sysfs thermal zones.
+type agentProc struct {
+	t         *testing.T
+	bin, cfg  string
+	commitLog string
+	root      string
+	health    string
+	cmd       *exec.Cmd
+	out       *strings.Builder
+}
+
+func buildAgent(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "freshet-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../agent/cmd/freshet-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func newAgentProc(t *testing.T, bin, name, brokerURL string) *agentProc {
+	dir := t.TempDir()
+	p := &agentProc{t: t, bin: bin, root: filepath.Join(dir, "sys-root"), commitLog: filepath.Join(dir, "commits.log")}
+	port, _ := testsvc.FreePort()
+	p.health = fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+	cfg := fmt.Sprintf(`device: %s
+data_dir: %s
+sys_root: %s
+commit_log: %s
+mqtt: {broker: %q, backoff_min: 50ms, backoff_max: 500ms, ack_timeout: 2s}
+outbox: {commit_interval: 200ms, max_batch_age: 500ms}
+http: {listen: "127.0.0.1:%d"}
+sensors:
+`, name, dir, p.root, p.commitLog, brokerURL, port)
+	for z := range 4 {
+		if _, err := sysfs.NewThermalZone(p.root, z, "zone", 40+float64(z)); err != nil {
+			t.Fatal(err)
+		}
+		cfg += fmt.Sprintf("  - {name: zone%d, type: cpu_temp, zone: %d, interval: 100ms}\n", z, z)
+	}
+	p.cfg = filepath.Join(dir, "agent.yaml")
+	os.WriteFile(p.cfg, []byte(cfg), 0o644)
+	p.start()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *agentProc) start() {
+	p.cmd = exec.Command(p.bin, "-config", p.cfg)
+	p.out = &strings.Builder{}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *agentProc) kill() {
+	if p.cmd != nil && p.cmd.ProcessState == nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
+// reboot stops the agent cleanly (SIGTERM) and starts it again.
+func (p *agentProc) reboot() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		p.t.Fatalf("clean stop: %v\n%s", err, p.out)
+	}
+	p.start()
+}
+
+// quiesce stops the sensors (their sysfs files disappear, so reads fail and
+// are counted) and waits until the agent reports an empty backlog.
+func (p *agentProc) quiesce() {
+	os.RemoveAll(filepath.Join(p.root, "sys"))
+	testsvc.WaitFor(p.t, 60*time.Second, "agent backlog drained", func() error {
+		resp, err := http.Get(p.health)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var h struct {
+			Backlog struct{ Readings, Batches uint64 }
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			return err
+		}
+		if h.Backlog.Readings != 0 || h.Backlog.Batches != 0 {
+			return fmt.Errorf("backlog %+v", h.Backlog)
+		}
+		return nil
+	})
+}
