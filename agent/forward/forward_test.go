@@ -283,3 +283,29 @@ func TestLastWill(t *testing.T) {
 		}
 	})
 }
+
+// TestStalledLink: a link that stalls silently (no error, nothing moves) is
+// noticed by the keepalive; once it flows again the agent reconnects and
+// delivers everything.
+func TestStalledLink(t *testing.T) {
+	b := testsvc.StartMochi(t)
+	h := testsvc.StartHubStub(t, b.URL())
+	r := newRig(t, b, func(o *forward.Options) { o.KeepAlive = time.Second; o.ConnectTimeout = time.Second })
+	r.add(500)
+	testsvc.WaitFor(t, 10*time.Second, "first delivery", func() error {
+		if h.Readings() == 0 {
+			return fmt.Errorf("none")
+		}
+		return nil
+	})
+	r.link.SetStalled(true)
+	r.add(500)
+	testsvc.WaitFor(t, 30*time.Second, "the keepalive to notice the stall", func() error {
+		if r.fw.Connected() {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+	r.link.SetStalled(false)
+	r.delivered(h)
+}

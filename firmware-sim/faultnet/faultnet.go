@@ -1,6 +1,8 @@
 // Package faultnet is a fault-injecting dialer for simulated links: cut the
 // connections a client has (the peer sees them vanish), keep the link down
-// so dials fail, or delay every write, as a flaky cellular link would.
+// so dials fail, delay every write, or stall the link (connections stay up
+// but nothing moves, as when a cellular link dies silently: only keepalives
+// notice).
 //
 // A cut connection reports ErrLinkCut from Read and Write, never "use of
 // closed network connection": MQTT clients (paho) take that error to mean
@@ -25,11 +27,12 @@ var ErrLinkDown = errors.New("faultnet: link down")
 // Dialer dials TCP through a link that can fail on command. The zero value
 // is a working link. Safe for concurrent use.
 type Dialer struct {
-	mu    sync.Mutex
-	conns map[*conn]struct{}
-	down  bool
-	delay time.Duration
-	dials atomic.Int64
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	down    bool
+	delay   time.Duration
+	stalled chan struct{} // closed when the stall ends; nil when not stalled
+	dials   atomic.Int64
 }
 
 // DialContext dials addr unless the link is down.
@@ -45,7 +48,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		return nil, err
 	}
 	d.dials.Add(1)
-	fc := &conn{Conn: c, d: d}
+	fc := &conn{Conn: c, d: d, cutCh: make(chan struct{})}
 	d.mu.Lock()
 	if d.conns == nil {
 		d.conns = map[*conn]struct{}{}
@@ -65,7 +68,7 @@ func (d *Dialer) Cut() {
 	d.conns = nil
 	d.mu.Unlock()
 	for c := range conns {
-		c.cut.Store(true)
+		c.markCut()
 		c.Conn.Close()
 	}
 }
@@ -80,6 +83,34 @@ func (d *Dialer) SetDown(down bool) {
 	}
 }
 
+// SetStalled stalls the link (true) or lets it flow again (false): while
+// stalled, reads and writes of every connection block, and return as soon
+// as the stall ends or the link is cut.
+func (d *Dialer) SetStalled(stalled bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case stalled && d.stalled == nil:
+		d.stalled = make(chan struct{})
+	case !stalled && d.stalled != nil:
+		close(d.stalled)
+		d.stalled = nil
+	}
+}
+
+// wait blocks while the link is stalled, until it flows again or c is cut.
+func (c *conn) wait() {
+	c.d.mu.Lock()
+	stall := c.d.stalled
+	c.d.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-c.cutCh:
+		}
+	}
+}
+
 // SetDelay delays every write by delay (0: none), a slow link.
 func (d *Dialer) SetDelay(delay time.Duration) {
 	d.mu.Lock()
@@ -89,11 +120,19 @@ func (d *Dialer) SetDelay(delay time.Duration) {
 
 type conn struct {
 	net.Conn
-	d   *Dialer
-	cut atomic.Bool
+	d       *Dialer
+	cut     atomic.Bool
+	cutCh   chan struct{}
+	cutOnce sync.Once
+}
+
+func (c *conn) markCut() {
+	c.cut.Store(true)
+	c.cutOnce.Do(func() { close(c.cutCh) })
 }
 
 func (c *conn) Read(b []byte) (int, error) {
+	c.wait()
 	n, err := c.Conn.Read(b)
 	if err != nil && c.cut.Load() {
 		err = ErrLinkCut
@@ -109,6 +148,7 @@ func (c *conn) Write(b []byte) (int, error) {
 		t := time.NewTimer(delay)
 		<-t.C
 	}
+	c.wait()
 	if c.cut.Load() {
 		return 0, ErrLinkCut
 	}
@@ -120,6 +160,7 @@ func (c *conn) Write(b []byte) (int, error) {
 }
 
 func (c *conn) Close() error {
+	c.cutOnce.Do(func() { close(c.cutCh) }) // unblock a stalled read or write
 	c.d.mu.Lock()
 	delete(c.d.conns, c)
 	c.d.mu.Unlock()

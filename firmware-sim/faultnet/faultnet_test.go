@@ -56,3 +56,50 @@ func TestCutAndDown(t *testing.T) {
 		t.Fatalf("dials %d", d.Dials())
 	}
 }
+
+// TestStall: a stalled link blocks reads and writes without failing them;
+// they complete when the stall ends, and fail when the link is cut.
+func TestStall(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			io.Copy(c, c) // echo
+			c.Close()
+		}
+	}()
+	var d faultnet.Dialer
+	c, err := d.DialContext(context.Background(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d.SetStalled(true)
+	wrote := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("x")); wrote <- err }()
+	select {
+	case <-wrote:
+		t.Fatal("a write went through a stalled link")
+	default:
+	}
+	d.SetStalled(false)
+	if err := <-wrote; err != nil {
+		t.Fatalf("write after the stall: %v", err)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(c, buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("echo after the stall: %q %v", buf, err)
+	}
+	d.SetStalled(true)
+	read := make(chan error, 1)
+	go func() { _, err := c.Read(buf); read <- err }()
+	d.Cut()
+	if err := <-read; !errors.Is(err, faultnet.ErrLinkCut) {
+		t.Fatalf("a stalled read on a cut link: %v, want ErrLinkCut", err)
+	}
+	d.SetStalled(false)
+}

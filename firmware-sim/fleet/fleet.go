@@ -41,8 +41,8 @@ type Options struct {
 	DataDir string
 	// Interval between BME280 reads. Default 1s.
 	Interval time.Duration
-	// Flaky cuts links for 5..30 s about every two minutes per device, and
-	// now and then makes a chip stuck (a minute) or spike.
+	// Flaky cuts or stalls links for 5..30 s about every two minutes per
+	// device, and now and then makes a chip stuck (a minute) or spike.
 	Flaky  bool
 	Prefix string // device id prefix, default "sim-"
 	Logger *slog.Logger
@@ -219,9 +219,14 @@ func (f *Fleet) Run(ctx context.Context) error {
 				switch {
 				case !d.down.IsZero() && now.After(d.down):
 					d.Link.SetDown(false)
+					d.Link.SetStalled(false)
 					d.down = time.Time{}
 				case d.down.IsZero() && f.rnd.IntN(120) == 0:
-					d.Link.SetDown(true)
+					if f.rnd.IntN(2) == 0 {
+						d.Link.SetDown(true) // the link drops
+					} else {
+						d.Link.SetStalled(true) // the link dies silently: only keepalives notice
+					}
 					d.down = now.Add(time.Duration(5+f.rnd.IntN(25)) * time.Second)
 				}
 				switch f.rnd.IntN(3000) {
