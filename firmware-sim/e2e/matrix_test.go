@@ -45,19 +45,30 @@ type world struct {
 }
 
 func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options) *world {
-	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), broker: testsvc.StartBroker(t, brokerName), hubBin: hubBin}
+	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin}
 	dir := t.TempDir()
 	port, _ := testsvc.FreePort()
 	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	w.hubCfg = filepath.Join(dir, "hub.yaml")
+	var brokerURL, brokerCfg string
+	if brokerName == "hub-embedded" {
+		// The hub's own broker: it lives and dies with the hub process.
+		bp, _ := testsvc.FreePort()
+		brokerURL = fmt.Sprintf("tcp://127.0.0.1:%d", bp)
+		brokerCfg = fmt.Sprintf("{embedded: {listen: \"127.0.0.1:%d\"}}", bp)
+	} else {
+		w.broker = testsvc.StartBroker(t, brokerName)
+		brokerURL = w.broker.URL()
+		brokerCfg = fmt.Sprintf("{url: %q, client_id: hub-%s}", brokerURL, w.db)
+	}
 	os.WriteFile(w.hubCfg, []byte(fmt.Sprintf(`data_dir: %s
-broker: {url: %q, client_id: hub-%s}
+broker: %s
 influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
 windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}
 http: {listen: "127.0.0.1:%d"}
-`, filepath.Join(dir, "hub"), w.broker.URL(), w.db, ix.URL, w.db+"/autogen", port)), 0o644)
+`, filepath.Join(dir, "hub"), brokerCfg, ix.URL, w.db+"/autogen", port)), 0o644)
 	w.startHub()
-	fo.Broker, fo.DataDir, fo.GroundTruth = w.broker.URL(), filepath.Join(dir, "fleet"), true
+	fo.Broker, fo.DataDir, fo.GroundTruth = brokerURL, filepath.Join(dir, "fleet"), true
 	if fo.Devices == 0 {
 		fo.Devices = 4
 	}

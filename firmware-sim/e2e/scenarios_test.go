@@ -24,19 +24,22 @@ type scenario struct {
 type fastClock struct {
 	start time.Time
 	base  time.Time
+	speed time.Duration
 	shift atomic.Int64
 }
 
-func newFastClock(offset time.Duration) *fastClock {
+func newFastClock(offset time.Duration) *fastClock { return newClock(offset, 60) }
+
+func newClock(offset time.Duration, speed int) *fastClock {
 	now := time.Now()
-	return &fastClock{start: now, base: now.Add(offset)}
+	return &fastClock{start: now, base: now.Add(offset), speed: time.Duration(speed)}
 }
 
 func (c *fastClock) Now() time.Time {
-	return c.base.Add(60*time.Since(c.start) + time.Duration(c.shift.Load()))
+	return c.base.Add(c.speed*time.Since(c.start) + time.Duration(c.shift.Load()))
 }
 
-var jumpClock, skewClock, slowClock, rtcClock *fastClock
+var jumpClock, skewClock, slowClock, rtcClock, lateClock *fastClock
 
 var scenarios = []scenario{
 	{name: "baseline", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) { run(4 * time.Second) }},
@@ -159,5 +162,27 @@ var scenarios = []scenario{
 			for _, p := range w.procs {
 				p.quiesce()
 			}
+		}},
+	{name: "hub-embedded-broker", brokers: []string{"hub-embedded"}, run: func(w *world) {
+		run(2 * time.Second)
+		w.killHub() // the broker, its sessions and queued batches die with it
+		run(2 * time.Second)
+		w.startHub()
+		run(3 * time.Second)
+	}},
+	{name: "hours-late", brokers: []string{"mochi"},
+		setup: func() { lateClock = newClock(-4*time.Hour, 600) }, // ten event-minutes per second
+		fleet: fleet.Options{Devices: 2, Clock: func(device string) func() time.Time {
+			if device == "sim-0001" {
+				return lateClock.Now
+			}
+			return time.Now
+		}},
+		run: func(w *world) {
+			run(2 * time.Second)
+			w.fleet.Devices[0].Link.SetDown(true)
+			run(12 * time.Second) // two event-hours read while cut off, delivered late
+			w.fleet.Devices[0].Link.SetDown(false)
+			run(3 * time.Second)
 		}},
 }
