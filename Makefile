@@ -17,7 +17,7 @@ RACE ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 # Fuzz targets: package:Target.
 FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic ./hub/window:FuzzDecodeBlob
 
-.PHONY: help run build test test-short cross bench fuzz fuzz-short tools lint clean
+.PHONY: help run build test test-short cross release bench fuzz fuzz-short tools lint clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ cross: ## static builds of every command for linux amd64, arm64, armv7, armv6 in
 			echo "$$out $$(stat -c %s $$out) bytes"; \
 		done; \
 	done
+
+release: ## stripped static binaries for linux amd64, arm64, armv7, armv6, version-stamped, with SHA-256 checksums, in dist/
+	rm -rf dist
+	$(MAKE) --no-print-directory cross
+	cd dist && sha256sum freshet-* > SHA256SUMS
+	@echo "dist/SHA256SUMS written; version $(VERSION)"
 
 bench: ## benchmarks (compare figures as ratios within one run; these machines are noisy); about 2 minutes
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./protocol/...

@@ -1,0 +1,99 @@
+package deploy_test
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/freshet-iot/freshet/agent"
+	"github.com/freshet-iot/freshet/internal/testsvc"
+)
+
+// unit parses a systemd unit file into section -> key -> values.
+func unit(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]map[string][]string{}
+	section := ""
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		l := strings.TrimSpace(s.Text())
+		switch {
+		case l == "" || strings.HasPrefix(l, "#"):
+		case strings.HasPrefix(l, "["):
+			section = strings.Trim(l, "[]")
+			out[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(l, "=")
+			if !ok {
+				t.Fatalf("%s: line %q", path, l)
+			}
+			out[section][k] = append(out[section][k], v)
+		}
+	}
+	return out
+}
+
+// TestAgentUnit checks the systemd unit against the agent: where it keeps
+// its state and config, how long it may take to stop, and its hardening;
+// then systemd-analyze verify must have nothing to say about it.
+func TestAgentUnit(t *testing.T) {
+	u := unit(t, "systemd/freshet-agent.service")
+	svc := u["Service"]
+	get := func(k string) string {
+		if len(svc[k]) == 0 {
+			t.Fatalf("[Service] lacks %s", k)
+		}
+		return svc[k][len(svc[k])-1]
+	}
+	if get("ExecStart") != "/usr/local/bin/freshet-agent -config /etc/freshet/agent.yaml" {
+		t.Errorf("ExecStart %q", get("ExecStart"))
+	}
+	// The agent's default data_dir is the unit's StateDirectory, and the
+	// example config (what install.sh installs) keeps it.
+	def, err := agent.ParseConfig(strings.NewReader("device: x\nmqtt: {broker: tcp://h:1883}\nsensors: [{name: c, type: cpu_temp}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := agent.LoadConfig("agent.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := "/var/lib/" + get("StateDirectory")
+	if def.DataDir != state || ex.DataDir != state {
+		t.Errorf("StateDirectory %s, agent default data_dir %s, example %s", state, def.DataDir, ex.DataDir)
+	}
+	if stop, err := time.ParseDuration(get("TimeoutStopSec") + "s"); err != nil || stop < 5*time.Second {
+		t.Errorf("TimeoutStopSec %s: the agent needs 5 s to stop cleanly", get("TimeoutStopSec"))
+	}
+	for k, want := range map[string]string{"User": "freshet", "Restart": "always", "ProtectSystem": "strict",
+		"NoNewPrivileges": "yes", "PrivateTmp": "yes", "DevicePolicy": "closed", "DeviceAllow": "char-i2c rw", "CapabilityBoundingSet": ""} {
+		if got := get(k); got != want {
+			t.Errorf("%s=%s, want %s", k, got, want)
+		}
+	}
+	tool, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if testsvc.Required() {
+			t.Fatalf("systemd-analyze is not installed and %s=1", testsvc.RequireEnv)
+		}
+		t.Skip("systemd-analyze is not installed, so the unit was not verified by systemd")
+	}
+	// Verify a copy whose ExecStart exists here.
+	data, _ := os.ReadFile("systemd/freshet-agent.service")
+	bin, _ := exec.LookPath("true")
+	copyPath := filepath.Join(t.TempDir(), "freshet-agent.service")
+	os.WriteFile(copyPath, []byte(strings.ReplaceAll(string(data), "/usr/local/bin/freshet-agent", bin)), 0o644)
+	out, err := exec.Command(tool, "verify", copyPath).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
