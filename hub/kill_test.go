@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +29,11 @@ type device struct {
 
 func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *device {
 	t.Helper()
+	// A clock a second ahead at every call: every commit finds the open batch old enough to seal.
+	var tick atomic.Int64
+	now := func() time.Time { return base.Add(time.Duration(tick.Add(1)) * time.Second) }
 	ob, err := outbox.Open(outbox.Options{Path: filepath.Join(t.TempDir(), "o.db"), Device: name, MaxBatchAge: time.Millisecond,
-		Limits: protocol.Limits{MaxMessageBytes: 512}, NoSync: true})
+		Limits: protocol.Limits{MaxMessageBytes: 512}, NoSync: true, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +48,7 @@ func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *devi
 	}
 	ob.Add(rs)
 	ob.Commit()
-	time.Sleep(2 * time.Millisecond) // past MaxBatchAge: the next commit seals the tail
-	ob.Commit()
+	ob.Commit() // the clock has moved on: this one seals the tail
 	topics, _ := protocol.NewTopics("")
 	fw, err := forward.New(ob, forward.Options{Broker: brokerURL, Device: name, Topics: topics, AckTimeout: time.Second,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Poll: 50 * time.Millisecond})
@@ -58,9 +61,15 @@ func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *devi
 	go func() { defer wg.Done(); fw.Run(ctx) }()
 	go func() {
 		defer wg.Done()
-		for ctx.Err() == nil {
-			ob.Commit() // deletes what acks settled
-			time.Sleep(20 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				ob.Commit() // deletes what acks settled
+			}
 		}
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait(); ob.Close() })
