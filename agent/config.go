@@ -2,7 +2,6 @@ package agent
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/url"
@@ -62,13 +61,8 @@ type MQTTConfig struct {
 	StatusInterval sensor.Duration `yaml:"status_interval"`
 }
 
-// TLSConfig enables TLS and mutual TLS.
-type TLSConfig struct {
-	CAFile     string `yaml:"ca_file"`     // CA bundle to verify the broker; default: the system roots
-	CertFile   string `yaml:"cert_file"`   // client certificate, for mutual TLS
-	KeyFile    string `yaml:"key_file"`    // its private key (unencrypted PEM; protect the file)
-	ServerName string `yaml:"server_name"` // default: the broker's host name
-}
+// TLSConfig enables TLS and mutual TLS (ca_file, cert_file, key_file, server_name).
+type TLSConfig = cfgfile.TLSFiles
 
 // OutboxConfig bounds and paces the on-disk buffer.
 type OutboxConfig struct {
@@ -280,24 +274,5 @@ func (m *MQTTConfig) TLSClientConfig() (*tls.Config, error) {
 	if u == nil || u.Scheme == "tcp" || u.Scheme == "mqtt" {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: m.TLS.ServerName}
-	if m.TLS.CAFile != "" {
-		pem, err := os.ReadFile(m.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", m.TLS.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if m.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(m.TLS.CertFile, m.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return m.TLS.Client("mqtt.tls")
 }

@@ -5,7 +5,6 @@ package hub
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -69,13 +68,8 @@ type EmbeddedUser struct {
 	Role         string `yaml:"role"` // device (default) or hub
 }
 
-// TLSFiles name PEM files.
-type TLSFiles struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-}
+// TLSFiles name PEM files (ca_file, cert_file, key_file, server_name).
+type TLSFiles = cfgfile.TLSFiles
 
 // InfluxConfig reaches InfluxDB 2.x (org, bucket, token) or 1.8+ (bucket
 // "db/rp", token "user:password", org empty).
@@ -254,22 +248,7 @@ func clientTLS(f TLSFiles, key string) (*tls.Config, error) {
 	if f == (TLSFiles{}) {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
-	if f.CAFile != "" {
-		pool, err := loadPool(f.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.ca_file: %w", key, err)
-		}
-		cfg.RootCAs = pool
-	}
-	if f.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.cert_file: %w", key, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
+	return f.Client(key)
 }
 
 // serverTLS builds the embedded broker's TLS config (mutual TLS with a CA).
@@ -283,23 +262,11 @@ func serverTLS(f TLSFiles) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if f.CAFile != "" {
-		pool, err := loadPool(f.CAFile)
+		pool, err := cfgfile.LoadCertPool(f.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("broker.embedded.tls.ca_file: %w", err)
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }

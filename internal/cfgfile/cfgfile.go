@@ -5,6 +5,8 @@ package cfgfile
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -110,4 +112,45 @@ func Secret(key, file, env string) (string, error) {
 		return v, nil
 	}
 	return "", nil
+}
+
+// TLSFiles name the PEM files of a TLS client or server.
+type TLSFiles struct {
+	CAFile     string `yaml:"ca_file"`     // CA bundle; empty: the system's roots (client) or no client certificates (server)
+	CertFile   string `yaml:"cert_file"`   // own certificate (mutual TLS for a client)
+	KeyFile    string `yaml:"key_file"`    // its private key, unencrypted PEM
+	ServerName string `yaml:"server_name"` // client: the name to verify; default the host dialled
+}
+
+// Client builds a client TLS configuration; key names the config key in errors.
+func (f TLSFiles) Client(key string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
+	if f.CAFile != "" {
+		pool, err := LoadCertPool(f.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.ca_file: %w", key, err)
+		}
+		cfg.RootCAs = pool
+	}
+	if f.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file/key_file: %w", key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// LoadCertPool reads a PEM bundle of CA certificates.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
