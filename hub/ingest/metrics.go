@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"regexp"
 	"sync"
 	"sync/atomic"
 
@@ -102,3 +103,20 @@ func (h *Hub) Stat(name string) uint64 {
 	}
 	return 0
 }
+
+// MetricNames lists the names of the metrics the pipeline exposes (for
+// checking dashboards against them).
+func MetricNames() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	(&collector{}).Describe(ch)
+	close(ch)
+	var out []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)

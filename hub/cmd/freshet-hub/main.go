@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -25,7 +26,16 @@ func main() {
 	configPath := flag.String("config", "/etc/freshet/hub.yaml", "the config file")
 	check := flag.Bool("check", false, "validate the config, print what would run, and exit")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	probe := flag.String("probe", "", "GET this URL and exit 0 on 200 (a container health check without a shell)")
 	flag.Parse()
+	if *probe != "" {
+		resp, err := http.Get(*probe)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			fmt.Fprintln(os.Stderr, "freshet-hub: probe:", err, resp)
+			os.Exit(1)
+		}
+		return
+	}
 	if *showVersion {
 		fmt.Println(version.String("freshet-hub"))
 		return
