@@ -168,6 +168,7 @@ func (c *Config) Validate() error {
 			return bad("broker.url", "%q: want tcp://host:1883 or ssl://host:8883", b.URL)
 		}
 	}
+	b.ClientID = os.ExpandEnv(b.ClientID)
 	if b.ClientID == "" {
 		b.ClientID = "freshet-hub"
 	}
