@@ -197,10 +197,11 @@ func (h *Hub) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handler serves /metrics, /healthz, /readyz, /api/v1/devices and
-// /api/v1/rejections (the newest refused payloads, with their reasons).
+// Handler serves the fleet page (/), /metrics, /healthz, /readyz,
+// /api/v1/devices and /api/v1/rejections (the newest refused payloads).
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/", h.page)
 	mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -33,7 +34,22 @@ type DeviceInfo struct {
 	// smallest recent difference is the best estimate).
 	ClockOffsetSeconds float64                 `json:"clock_offset_seconds"`
 	Sensors            []protocol.SensorStatus `json:"sensors,omitempty"`
+	// Corrections counts windows its late readings reopened; TooLate the
+	// readings beyond the correction horizon.
+	Corrections uint64 `json:"corrections"`
+	TooLate     uint64 `json:"too_late"`
+	// Recent holds the latest temperature readings (at most RecentMax), for a sparkline.
+	Recent []RecentPoint `json:"recent,omitempty"`
 }
+
+// RecentPoint is one recent reading.
+type RecentPoint struct {
+	T int64   `json:"t"` // Unix ns
+	V float64 `json:"v"`
+}
+
+// RecentMax bounds DeviceInfo.Recent.
+const RecentMax = 120
 
 // fleet tracks devices in memory; it is bounded by the number of devices.
 type fleet struct {
@@ -72,6 +88,18 @@ func (f *fleet) batch(b *protocol.Batch, now time.Time) {
 			}
 		}
 	}
+	for _, se := range b.Series {
+		if se.Metric != "temperature" || se.Type != protocol.Float {
+			continue
+		}
+		for i, t := range se.Times {
+			d.Recent = append(d.Recent, RecentPoint{t, se.Floats[i]})
+		}
+		if len(d.Recent) > RecentMax {
+			d.Recent = append(d.Recent[:0], d.Recent[len(d.Recent)-RecentMax:]...)
+		}
+		break
+	}
 	off := float64(b.SealTime-now.UnixNano()) / 1e9
 	o := append(f.offsets[b.Device], off)
 	if len(o) > 16 {
@@ -94,6 +122,14 @@ func (f *fleet) status(s *protocol.Status, now time.Time) {
 	}
 }
 
+func (f *fleet) merged(device string, ms window.MergeStats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.get(device)
+	d.Corrections += uint64(ms.Corrections)
+	d.TooLate += uint64(ms.TooLate)
+}
+
 func (f *fleet) rejection(device string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -113,6 +149,7 @@ func (h *Hub) Devices() []DeviceInfo {
 	out := make([]DeviceInfo, 0, len(h.fleet.devices))
 	for _, d := range h.fleet.devices {
 		c := *d
+		c.Recent = slices.Clone(d.Recent)
 		c.LastSeq = make(map[string]uint64, len(d.LastSeq))
 		for k, v := range d.LastSeq {
 			c.LastSeq[k] = v

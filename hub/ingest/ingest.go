@@ -459,6 +459,7 @@ func (h *Hub) commit(group []*record) error {
 	}
 	var merged window.MergeStats
 	results := make([]string, len(group))
+	perDevice := make([]window.MergeStats, len(group))
 	err := h.o.DB.Update(func(tx *bolt.Tx) error {
 		states := map[key]*ledger.State{}
 		load := func(d string, e uint64) (*ledger.State, error) {
@@ -500,6 +501,7 @@ func (h *Hub) commit(group []*record) error {
 					if err != nil {
 						return fmt.Errorf("window merge %s/%d: %w", r.device, r.seq, err)
 					}
+					perDevice[i] = ms
 					merged.Merged += ms.Merged
 					merged.TooLate += ms.TooLate
 					merged.Corrections += ms.Corrections
@@ -540,6 +542,9 @@ func (h *Hub) commit(group []*record) error {
 		switch results[i] {
 		case "applied":
 			h.stats.readings.Add(uint64(r.batch.Readings()))
+			if ms := perDevice[i]; ms.Corrections > 0 || ms.TooLate > 0 {
+				h.fleet.merged(r.device, ms)
+			}
 			if g := r.batch.Gap; g != nil {
 				h.stats.gapReadings.Add(g.Readings)
 				h.fleet.gap(r.device, g.Readings)

@@ -1,0 +1,112 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/freshet-iot/freshet/internal/testsvc"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// chromium finds Debian's Chromium, or fails/skips like a missing service.
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if testsvc.Required() {
+		t.Fatalf("chromium is not installed and %s=1", testsvc.RequireEnv)
+	}
+	t.Skip("chromium is not installed, so the fleet page was not checked in a browser (apt-get install chromium)")
+	return ""
+}
+
+// TestFleetPageInBrowser loads the hub's fleet page in headless Chromium
+// while two devices report, and checks what a person would see.
+func TestFleetPageInBrowser(t *testing.T) {
+	browser := chromium(t)
+	r := startHub(t)
+	vals := make([]float64, 120)
+	for i := range vals {
+		vals[i] = 20 + float64(i%30)/10
+	}
+	vals[len(vals)-1] = 21.37
+	for _, d := range []string{"gw-page-1", "gw-page-2"} {
+		for _, b := range batches(t, d, 1, 1, time.Now().Add(-3*time.Minute), vals, 60) {
+			r.publish(d, b)
+		}
+	}
+	codec := protocol.NewCodec(protocol.Limits{})
+	st, _ := codec.EncodeStatus(&protocol.Status{Device: "gw-page-1", State: protocol.StateOnline, AgentVersion: "test", Epoch: 1, ClockSynced: true})
+	if tok := r.pub.Publish("freshet/v1/gw-page-1/status", 1, true, st); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	r.waitStat("readings", 240)
+	testsvc.WaitFor(t, 10*time.Second, "the online status", func() error {
+		for _, d := range r.h.Ingest().Devices() {
+			if d.Device == "gw-page-1" && d.State == protocol.StateOnline {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+	srv := httptest.NewServer(r.h.Handler())
+	defer srv.Close()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	defer cancelCtx()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible("#devices")); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	summary, err := chromedp.Run(ctx, chromedp.Text("#summary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("tr.device")].map(r => r.innerText)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("tr.device svg polyline").length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(t.TempDir(), "fleet.png")
+	os.WriteFile(shot, png, 0o644)
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+	if !strings.Contains(summary, "2 devices, 1 online") || !strings.Contains(summary, "readings stored 240") {
+		t.Errorf("summary %q", summary)
+	}
+	if len(rows) != 2 || !strings.Contains(rows[0], "gw-page-1") || !strings.Contains(rows[0], "online") || !strings.Contains(rows[0], "21.37") || !strings.Contains(rows[1], "gw-page-2") {
+		t.Errorf("rows %q", rows)
+	}
+	if lines != 2 {
+		t.Errorf("%d sparklines, want one per device", lines)
+	}
+	if len(png) < 1000 {
+		t.Errorf("screenshot of %d bytes", len(png))
+	}
+	if os.Getenv("FRESHET_KEEP_SCREENSHOT") != "" {
+		os.WriteFile(os.Getenv("FRESHET_KEEP_SCREENSHOT"), png, 0o644)
+	}
+}
