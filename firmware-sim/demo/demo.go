@@ -144,7 +144,7 @@ func Run(ctx context.Context, o Options) error {
 	qa := "SELECT \"mean\", \"min\", \"max\", \"count\" FROM \"temperature_1m\" WHERE time > now() - 1h GROUP BY device"
 	fmt.Fprintf(out, `
 freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded broker) -> InfluxDB
-  fleet view   %s/api/v1/devices
+  fleet page   %s/   (JSON: %s/api/v1/devices)
   metrics      %s/metrics
   InfluxDB     %s  bucket %s
   raw data     curl -G %s/query -u %q --data-urlencode "db=%s" --data-urlencode '%s'
@@ -152,7 +152,7 @@ freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded brok
   logs         %s
 Ctrl-C stops everything.
 
-`, o.Devices, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, logf.Name())
+`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, logf.Name())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
