@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/freshet-iot/freshet/agent/outbox"
@@ -98,30 +97,10 @@ type Size = cfgfile.Size
 func ParseSize(s string) (int64, error) { return cfgfile.ParseSize(s) }
 
 // LoadConfig reads, strictly decodes and validates the config file at path.
-func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	c, err := ParseConfig(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
+func LoadConfig(path string) (*Config, error) { return cfgfile.Load[Config](path) }
 
 // ParseConfig strictly decodes and validates a config.
-func ParseConfig(r io.Reader) (*Config, error) {
-	var c Config
-	if err := cfgfile.Decode(r, &c); err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
+func ParseConfig(r io.Reader) (*Config, error) { return cfgfile.Parse[Config](r) }
 
 // Validate checks every key and fills in defaults.
 func (c *Config) Validate() error {

@@ -91,30 +91,10 @@ type WindowsConfig struct {
 }
 
 // LoadConfig reads and validates a config file.
-func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	c, err := ParseConfig(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
+func LoadConfig(path string) (*Config, error) { return cfgfile.Load[Config](path) }
 
 // ParseConfig strictly decodes and validates a config.
-func ParseConfig(r io.Reader) (*Config, error) {
-	var c Config
-	if err := cfgfile.Decode(r, &c); err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
+func ParseConfig(r io.Reader) (*Config, error) { return cfgfile.Parse[Config](r) }
 
 // Validate checks every key and fills in defaults.
 func (c *Config) Validate() error {

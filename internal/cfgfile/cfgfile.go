@@ -154,3 +154,35 @@ func LoadCertPool(path string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// Parse strictly decodes a config of type T from r and validates it.
+func Parse[T any, PT interface {
+	*T
+	Validate() error
+}](r io.Reader) (*T, error) {
+	var c T
+	if err := Decode(r, &c); err != nil {
+		return nil, err
+	}
+	if err := PT(&c).Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads, decodes and validates the config file at path; errors name the file.
+func Load[T any, PT interface {
+	*T
+	Validate() error
+}](path string) (*T, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := Parse[T, PT](f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
