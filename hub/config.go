@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -23,8 +24,10 @@ type Config struct {
 	Broker  BrokerConfig  `yaml:"broker"`
 	Influx  InfluxConfig  `yaml:"influx"`
 	Windows WindowsConfig `yaml:"windows"`
-	Workers int           `yaml:"workers"`      // default 4
-	Dead    int           `yaml:"dead_letters"` // refused payloads kept; default 1000
+	// Quality sets the data quality checks (hub/quality); all optional.
+	Quality quality.Config `yaml:"quality"`
+	Workers int            `yaml:"workers"`      // default 4
+	Dead    int            `yaml:"dead_letters"` // refused payloads kept; default 1000
 	HTTP    struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"http"`
@@ -194,6 +197,9 @@ func (c *Config) Validate() error {
 		if *x.d < 0 {
 			return bad([]string{"windows.allowed_lateness", "windows.idle_timeout", "windows.correction_horizon"}[i], "negative")
 		}
+	}
+	if err := c.Quality.Validate(); err != nil {
+		return err
 	}
 	if c.Workers == 0 {
 		c.Workers = 4

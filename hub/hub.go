@@ -130,7 +130,7 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
 		Broker: ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
 			TLS: tlsConf, SharedGroup: cfg.Broker.SharedGroup, MaxInflight: cfg.Broker.MaxInflight},
-		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
+		Quality: &cfg.Quality, Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
 	})
 	if err != nil {
 		return fail(err)

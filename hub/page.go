@@ -33,9 +33,9 @@ th{background:#f4f4f4} td.dev,th.dev{text-align:left;font-family:monospace}
 svg polyline{fill:none;stroke:#36c;stroke-width:1.5}
 </style></head><body>
 <h1>freshet fleet</h1>
-<div class="sum" id="summary">{{len .Devices}} devices, {{.Online}} online · readings stored {{.Readings}} · late corrections {{.Corrections}} · rejections {{.Rejections}} · as of {{.Now.Format "15:04:05 MST"}}</div>
+<div class="sum" id="summary">{{len .Devices}} devices, {{.Online}} online · open findings {{.Findings}} · readings stored {{.Readings}} · late corrections {{.Corrections}} · rejections {{.Rejections}} · as of {{.Now.Format "15:04:05 MST"}}</div>
 <table id="devices">
-<tr><th class="dev">device</th><th>state</th><th>last seen</th><th>backlog</th><th>dropped</th><th>gap readings</th><th>late corrections</th><th>rejections</th><th>clock offset</th><th>temperature</th><th></th></tr>
+<tr><th class="dev">device</th><th>state</th><th>last seen</th><th>backlog</th><th>dropped</th><th>gap readings</th><th>late corrections</th><th>rejections</th><th>clock offset</th><th>temperature</th><th></th><th class="dev">open findings</th></tr>
 {{range .Devices}}<tr class="device" data-device="{{.Device}}">
 <td class="dev">{{.Device}}</td>
 <td>{{if eq .State "offline"}}<span class="off">offline</span>{{else if eq .State "online"}}<span class="on">online</span>{{else}}–{{end}}</td>
@@ -48,6 +48,7 @@ svg polyline{fill:none;stroke:#36c;stroke-width:1.5}
 <td>{{printf "%+.1f s" .ClockOffsetSeconds}}</td>
 <td>{{sparkline .Recent}}</td>
 <td class="last">{{last .Recent}}</td>
+<td class="dev findings">{{range $i, $f := .Findings}}{{if $i}}<br>{{end}}<span class="warn" title="{{$f.Detail}}">{{$f.Kind}}{{if $f.Sensor}} {{$f.Sensor}}/{{$f.Metric}}{{end}}</span>{{else}}–{{end}}</td>
 </tr>{{end}}
 </table></body></html>
 `))
@@ -56,6 +57,7 @@ type pageData struct {
 	Devices                           []ingest.DeviceInfo
 	Online                            int
 	Readings, Corrections, Rejections uint64
+	Findings                          int
 	Now                               time.Time
 }
 
@@ -70,6 +72,7 @@ func (h *Hub) page(w http.ResponseWriter, r *http.Request) {
 			d.Online++
 		}
 		d.Rejections += dev.Rejections
+		d.Findings += len(dev.Findings)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := pageTmpl.Execute(w, d); err != nil {

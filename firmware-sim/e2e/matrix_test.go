@@ -42,9 +42,14 @@ type world struct {
 	stop    func()
 	// procs are agents run as processes (scenarios that kill them).
 	procs []*agentProc
+	// quality test: resolved findings (count, value) and the rows read
+	resolved   map[string]qrow
+	qualityLog []string
 }
 
-func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options) *world {
+// newWorld starts a hub (its config extended by extra YAML lines, which
+// may replace the windows line) and a fleet.
+func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options, extra ...string) *world {
 	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin}
 	dir := t.TempDir()
 	port, _ := testsvc.FreePort()
@@ -61,12 +66,16 @@ func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fl
 		brokerURL = w.broker.URL()
 		brokerCfg = fmt.Sprintf("{url: %q, client_id: hub-%s}", brokerURL, w.db)
 	}
-	os.WriteFile(w.hubCfg, []byte(fmt.Sprintf(`data_dir: %s
+	cfg := fmt.Sprintf(`data_dir: %s
 broker: %s
 influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
-windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}
 http: {listen: "127.0.0.1:%d"}
-`, filepath.Join(dir, "hub"), brokerCfg, ix.URL, w.db+"/autogen", port)), 0o644)
+`, filepath.Join(dir, "hub"), brokerCfg, ix.URL, w.db+"/autogen", port)
+	if x := strings.Join(extra, "\n"); !strings.Contains(x, "windows:") {
+		cfg += "windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}\n"
+	}
+	cfg += strings.Join(extra, "\n") + "\n"
+	os.WriteFile(w.hubCfg, []byte(cfg), 0o644)
 	w.startHub()
 	fo.Broker, fo.DataDir, fo.GroundTruth = brokerURL, filepath.Join(dir, "fleet"), true
 	if fo.Devices == 0 {

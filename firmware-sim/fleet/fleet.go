@@ -66,6 +66,9 @@ type Device struct {
 	sig   signal
 	down  time.Time // link down until
 	stuck time.Time // chip stuck until
+	hot   time.Time // BME280 temperature overridden until
+	hotC  float64
+	mute  time.Time // MCP9808 not answering until
 }
 
 // Fleet is a set of running devices.
@@ -176,6 +179,33 @@ type nopClose struct{ *chip.Bus }
 
 func (nopClose) Close() error { return nil }
 
+// Stick makes the device's BME280 stop converting for dur: each of its
+// metrics repeats its last value.
+func (f *Fleet) Stick(d *Device, dur time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.bme.SetFault(chip.Stuck)
+	d.stuck = time.Now().Add(dur)
+}
+
+// Heat makes the device's BME280 read temperature c for dur (a heat gun,
+// a probe in the sun): real readings the agent accepts, outside whatever
+// range the hub expects.
+func (f *Fleet) Heat(d *Device, c float64, dur time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.hot, d.hotC = time.Now().Add(dur), c
+	d.update(time.Now(), f.rnd)
+}
+
+// Silence makes the device's MCP9808 stop answering (NACK) for dur.
+func (f *Fleet) Silence(d *Device, dur time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d.mcp.SetFault(chip.NACK)
+	d.mute = time.Now().Add(dur)
+}
+
 // update sets the chips to the device's climate at t.
 func (d *Device) update(t time.Time, r *rand.Rand) {
 	s := d.sig
@@ -184,7 +214,11 @@ func (d *Device) update(t time.Time, r *rand.Rand) {
 	temp := s.temp + 6*math.Sin(2*math.Pi*day+s.phase) + s.drift*math.Mod(days, 30) + s.noise*r.NormFloat64()
 	hum := min(100, max(0, s.hum-1.5*(temp-s.temp)+0.3*r.NormFloat64()))
 	press := s.press + 3*math.Sin(2*math.Pi*days/3+s.phase) + 0.05*r.NormFloat64()
-	d.bme.Set(temp, hum, press*100)
+	if t.Before(d.hot) {
+		d.bme.Set(d.hotC, hum, press*100)
+	} else {
+		d.bme.Set(temp, hum, press*100)
+	}
 	d.mcp.Set(temp + 0.2 + 0.01*r.NormFloat64())
 	d.zone.SetTemperature(45 + 5*math.Sin(2*math.Pi*day) + r.NormFloat64())
 }
@@ -212,6 +246,10 @@ func (f *Fleet) Run(ctx context.Context) error {
 						d.bme.SetFault(chip.Healthy)
 						d.stuck = time.Time{}
 					}
+				}
+				if !d.mute.IsZero() && now.After(d.mute) {
+					d.mcp.SetFault(chip.Healthy)
+					d.mute = time.Time{}
 				}
 				if !f.o.Flaky {
 					continue

@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -25,7 +26,7 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	defer db.Close()
 	win, _ := window.New(window.Options{})
-	h := &Hub{o: Options{DB: db, Windows: win, Limits: protocol.Limits{}.WithDefaults(), Now: time.Now}, fleet: newFleet()}
+	h := &Hub{o: Options{DB: db, Windows: win, Limits: protocol.Limits{}.WithDefaults(), Now: time.Now}, fleet: newFleet(quality.DefaultClockFloor)}
 	db.Update(func(tx *bolt.Tx) error { return win.Init(tx) })
 	db.Update(func(tx *bolt.Tx) error { return initLedger(tx) })
 	const devices, samples = 16, 500

@@ -9,6 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -40,6 +41,8 @@ type DeviceInfo struct {
 	TooLate     uint64 `json:"too_late"`
 	// Recent holds the latest temperature readings (at most RecentMax), for a sparkline.
 	Recent []RecentPoint `json:"recent,omitempty"`
+	// Findings are its open data quality findings (device and series).
+	Findings []quality.Finding `json:"findings,omitempty"`
 }
 
 // RecentPoint is one recent reading.
@@ -56,10 +59,29 @@ type fleet struct {
 	mu      sync.Mutex
 	devices map[string]*DeviceInfo
 	offsets map[string][]float64 // recent offsets, to take the minimum
+	obs     map[string]*deviceObs
+	floor   int64 // quality.Config.Floor
 }
 
-func newFleet() *fleet {
-	return &fleet{devices: map[string]*DeviceInfo{}, offsets: map[string][]float64{}}
+// deviceObs is what the quality checks need to know beyond DeviceInfo.
+type deviceObs struct {
+	lastAlive   int64 // hub ns: last batch or online status
+	lastWill    bool  // the broker published its last will since
+	haveStatus  bool
+	statusTime  int64 // its clock, at its last online status
+	backlog     uint64
+	backlogBats uint64
+	idle        bool // its last online status said nothing was waiting
+	// clock never set: the latest batch was sealed before the floor
+	unset         bool
+	unsetSince    int64
+	unsetReadings int64
+	clockSetAt    int64
+	intervals     map[string]time.Duration // sensor -> read interval
+}
+
+func newFleet(floor time.Time) *fleet {
+	return &fleet{devices: map[string]*DeviceInfo{}, offsets: map[string][]float64{}, obs: map[string]*deviceObs{}, floor: floor.UnixNano()}
 }
 
 func (f *fleet) get(device string) *DeviceInfo {
@@ -67,6 +89,7 @@ func (f *fleet) get(device string) *DeviceInfo {
 	if d == nil {
 		d = &DeviceInfo{Device: device, LastSeq: map[string]uint64{}}
 		f.devices[device] = d
+		f.obs[device] = &deviceObs{}
 	}
 	return d
 }
@@ -76,6 +99,21 @@ func (f *fleet) batch(b *protocol.Batch, now time.Time) {
 	defer f.mu.Unlock()
 	d := f.get(b.Device)
 	d.LastSeen = now
+	o := f.obs[b.Device]
+	o.lastAlive, o.lastWill = now.UnixNano(), false
+	for _, se := range b.Series {
+		for _, t := range se.Times {
+			if t < f.floor {
+				o.unsetReadings++
+			}
+		}
+	}
+	switch unset := b.SealTime < f.floor; {
+	case unset && !o.unset:
+		o.unset, o.unsetSince = true, now.UnixNano()
+	case !unset && o.unset:
+		o.unset, o.clockSetAt = false, now.UnixNano()
+	}
 	k := epochHex(b.Epoch)
 	if b.Seq > d.LastSeq[k] {
 		d.LastSeq[k] = b.Seq
@@ -101,14 +139,14 @@ func (f *fleet) batch(b *protocol.Batch, now time.Time) {
 		break
 	}
 	off := float64(b.SealTime-now.UnixNano()) / 1e9
-	o := append(f.offsets[b.Device], off)
-	if len(o) > 16 {
-		o = o[len(o)-16:]
+	offs := append(f.offsets[b.Device], off)
+	if len(offs) > 16 {
+		offs = offs[len(offs)-16:]
 	}
-	f.offsets[b.Device] = o
+	f.offsets[b.Device] = offs
 	// A late batch was sealed long ago: the largest difference (device time
 	// minus hub time) comes from a batch sent as soon as it was sealed.
-	d.ClockOffsetSeconds = slices.Max(o)
+	d.ClockOffsetSeconds = slices.Max(offs)
 }
 
 func (f *fleet) status(s *protocol.Status, now time.Time) {
@@ -116,6 +154,20 @@ func (f *fleet) status(s *protocol.Status, now time.Time) {
 	defer f.mu.Unlock()
 	d := f.get(s.Device)
 	d.LastSeen = now
+	o := f.obs[s.Device]
+	if s.State != protocol.StateOnline { // its last will: the broker lost the connection
+		o.lastWill = true
+		d.State = s.State
+		return
+	}
+	o.lastAlive, o.lastWill, o.haveStatus, o.statusTime = now.UnixNano(), false, true, s.Time
+	o.backlog, o.backlogBats, o.idle = s.Backlog.Readings, s.Backlog.Batches, s.Backlog.Readings == 0
+	if len(s.Sensors) > 0 {
+		o.intervals = make(map[string]time.Duration, len(s.Sensors))
+		for _, se := range s.Sensors {
+			o.intervals[se.Name] = time.Duration(se.Interval)
+		}
+	}
 	d.State, d.AgentVersion, d.Backlog, d.Dropped, d.ClockSynced, d.Notice = s.State, s.AgentVersion, s.Backlog, s.Dropped, s.ClockSynced, s.Notice
 	if len(s.Sensors) > 0 {
 		d.Sensors = s.Sensors
@@ -150,6 +202,7 @@ func (h *Hub) Devices() []DeviceInfo {
 	for _, d := range h.fleet.devices {
 		c := *d
 		c.Recent = slices.Clone(d.Recent)
+		c.Findings = slices.Clone(d.Findings)
 		c.LastSeq = make(map[string]uint64, len(d.LastSeq))
 		for k, v := range d.LastSeq {
 			c.LastSeq[k] = v

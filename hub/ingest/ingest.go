@@ -35,6 +35,7 @@ import (
 
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ledger"
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -80,6 +81,8 @@ type Options struct {
 	DeadLetters int
 	Logger      *slog.Logger
 	Now         func() time.Time
+	// Quality sets the data quality checks; nil means the defaults.
+	Quality *quality.Config
 	// Failpoint, if set, is called at step boundaries ("after-raw-write",
 	// "after-commit", "before-ack") so tests can crash the hub there.
 	Failpoint func(step string)
@@ -100,6 +103,7 @@ type Hub struct {
 	influxRefused atomic.Bool
 	stats         stats
 	fleet         *fleet
+	quality       *qualityState // owned by the quality loop
 }
 
 type stats struct {
@@ -112,7 +116,16 @@ type stats struct {
 	overflows   atomic.Uint64
 	gapReadings atomic.Uint64
 	commits     atomic.Uint64
+	// quality: events by kind and state ("offline/opened"); open findings by kind
+	qualityEvents sync.Map
+	qualityOpen   atomic.Pointer[map[quality.Kind]int]
 }
+
+func (s *stats) qualityEvent(k quality.Kind, state string) {
+	s.inc(&s.qualityEvents, string(k)+"/"+state)
+}
+
+func (s *stats) setOpen(m map[quality.Kind]int) { s.qualityOpen.Store(&m) }
 
 func (s *stats) inc(m *sync.Map, k string) {
 	v, _ := m.LoadOrStore(k, new(atomic.Uint64))
@@ -178,6 +191,14 @@ func New(o Options) (*Hub, error) {
 		o.Failpoint = func(string) {}
 	}
 	o.Limits = o.Limits.WithDefaults()
+	if o.Quality == nil {
+		o.Quality = &quality.Config{}
+	}
+	if err := o.Quality.Validate(); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	h := &Hub{o: o, log: o.Logger, in: make(chan paho.Message, o.Broker.MaxInflight),
+		done: make(chan *record, o.Broker.MaxInflight), reconnect: make(chan struct{}, 1), fleet: newFleet(o.Quality.Floor())}
 	err := o.DB.Update(func(tx *bolt.Tx) error {
 		if err := ledger.Init(tx); err != nil {
 			return err
@@ -185,13 +206,18 @@ func New(o Options) (*Hub, error) {
 		if _, err := tx.CreateBucketIfNotExists(deadBucket); err != nil {
 			return err
 		}
-		return o.Windows.Init(tx)
+		if _, err := tx.CreateBucketIfNotExists(qualityBucket); err != nil {
+			return err
+		}
+		if err := o.Windows.Init(tx); err != nil {
+			return err
+		}
+		return h.loadQuality(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: init state: %w", err)
 	}
-	return &Hub{o: o, log: o.Logger, in: make(chan paho.Message, o.Broker.MaxInflight),
-		done: make(chan *record, o.Broker.MaxInflight), reconnect: make(chan struct{}, 1), fleet: newFleet()}, nil
+	return h, nil
 }
 
 // Run runs the pipeline until ctx ends. Messages in flight at that moment
@@ -208,6 +234,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	go func() { defer close(commitDone); h.committer(workCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); h.emitter(workCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); h.qualityLoop(workCtx) }()
 	h.connectLoop(ctx)
 	stopWork()
 	wg.Wait()
@@ -548,6 +576,10 @@ func (h *Hub) commit(group []*record) error {
 			if g := r.batch.Gap; g != nil {
 				h.stats.gapReadings.Add(g.Readings)
 				h.fleet.gap(r.device, g.Readings)
+				if g.Readings > 0 { // its findings were written with the raw points
+					h.stats.qualityEvent(quality.Dropped, quality.StateOpened)
+					h.stats.qualityEvent(quality.Dropped, quality.StateResolved)
+				}
 			}
 		case "rejected", "dropped":
 			h.stats.inc(&h.stats.rejections, r.reason)

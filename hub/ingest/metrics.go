@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -28,11 +29,13 @@ var (
 	descConnected   = prometheus.NewDesc("freshet_hub_broker_connected", "1 while the broker session is up.", nil, nil)
 	descCommits     = prometheus.NewDesc("freshet_hub_commits_total", "Group commits of the ledger and window state.", nil, nil)
 	descDevices     = prometheus.NewDesc("freshet_hub_devices", "Devices seen since start.", nil, nil)
+	descQualityEv   = prometheus.NewDesc("freshet_hub_quality_findings_total", "Data quality findings by kind and state change (opened, resolved).", []string{"kind", "state"}, nil)
+	descQualityOpen = prometheus.NewDesc("freshet_hub_quality_open_findings", "Data quality findings open now, by kind.", []string{"kind"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBatches, descRejections, descReadings, descTooLate, descCorrections, descAggregates,
-		descGap, descOverflow, descQueue, descConnected, descCommits, descDevices} {
+		descGap, descOverflow, descQueue, descConnected, descCommits, descDevices, descQualityEv, descQualityOpen} {
 		ch <- d
 	}
 }
@@ -73,10 +76,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n := len(c.h.fleet.devices)
 	c.h.fleet.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(n))
+	var open map[quality.Kind]int
+	if p := s.qualityOpen.Load(); p != nil {
+		open = *p
+	}
+	for _, k := range quality.Kinds() {
+		for _, st := range []string{quality.StateOpened, quality.StateResolved} {
+			v, _ := s.qualityEvents.LoadOrStore(string(k)+"/"+st, new(atomic.Uint64))
+			counter(descQualityEv, v.(*atomic.Uint64).Load(), string(k), st)
+		}
+		ch <- prometheus.MustNewConstMetric(descQualityOpen, prometheus.GaugeValue, float64(open[k]), string(k))
+	}
 }
 
 // Stat returns a counter by name, for tests: readings, too_late,
-// corrections, aggregates, gap_readings, batches:<result>, rejections:<reason>.
+// corrections, aggregates, gap_readings, batches:<result>, rejections:<reason>,
+// quality:<kind>/<opened|resolved>.
 func (h *Hub) Stat(name string) uint64 {
 	s := &h.stats
 	load := func(m *sync.Map, k string) uint64 {
@@ -100,6 +115,8 @@ func (h *Hub) Stat(name string) uint64 {
 		return load(&s.batches, name[8:])
 	case len(name) > 11 && name[:11] == "rejections:":
 		return load(&s.rejections, name[11:])
+	case len(name) > 8 && name[:8] == "quality:":
+		return load(&s.qualityEvents, name[8:])
 	}
 	return 0
 }

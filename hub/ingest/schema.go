@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -16,8 +17,12 @@ import (
 //	            max, mean, sum, first, last, stddev; time = window start
 //	gaps:       measurement freshet_gaps; tag device; fields readings, seqs, first_time, last_time,
 //	            epoch (hex), seq; time = the carrying batch's seal time
+//	quality:    measurement freshet_quality, one row per finding state change; tags device, kind,
+//	            sensor and metric (series findings); fields state (opened|resolved), open (1|0),
+//	            opened, resolved (Unix ns), value, count, detail; time = the change (hub/quality)
 const (
-	GapMeasurement = "freshet_gaps"
+	GapMeasurement     = "freshet_gaps"
+	QualityMeasurement = "freshet_quality"
 )
 
 func seriesTags(device string, s *protocol.Series) []influx.Tag {
@@ -71,6 +76,9 @@ func rawPoints(dst []influx.Point, b *protocol.Batch) []influx.Point {
 				{Key: "seq", Value: int64(b.Seq)},
 				{Key: "seqs", Value: int64(g.SeqCount())},
 			}, Time: b.SealTime})
+		if g.Readings > 0 {
+			dst = qualityPoints(dst, quality.DroppedEvents(b.Device, g.Readings, g.FirstTime, g.LastTime))
+		}
 	}
 	return dst
 }
