@@ -151,7 +151,7 @@ func TestDashboard(t *testing.T) {
 	}
 	ds, _ := os.ReadFile("compose/grafana/datasources/datasources.yaml")
 	metricNames := ingest.MetricNames()
-	measurements := map[string]bool{ingest.GapMeasurement: true, "temperature": true} // raw: the metric name (the fleet's)
+	measurements := map[string]bool{ingest.GapMeasurement: true, ingest.QualityMeasurement: true, "temperature": true} // raw: the metric name (the fleet's)
 	for _, size := range []time.Duration{time.Minute, time.Hour} {
 		measurements["temperature_"+ingest.WindowName(size)] = true
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -289,6 +290,22 @@ func (w *world) compare(truth map[key]float64) error {
 			n, _ := se.Values[0][1].(json.Number).Int64()
 			dropped[se.Tags["device"]] = n
 		}
+	}
+	// Every reported drop is also a data quality finding, with the same count.
+	findings := map[string]int64{}
+	if s, err := w.ix.Query(w.db, `SELECT sum("count") FROM "freshet_quality" WHERE "kind" = 'dropped' AND "state" = 'resolved' GROUP BY "device"`); err == nil {
+		for _, se := range s {
+			findings[se.Tags["device"]], _ = se.Values[0][1].(json.Number).Int64()
+		}
+	}
+	reported := map[string]int64{}
+	for d, n := range dropped {
+		if n > 0 {
+			reported[d] = n
+		}
+	}
+	if !maps.Equal(findings, reported) {
+		return fmt.Errorf("dropped findings %v, gap notices %v", findings, dropped)
 	}
 	perDevice := map[string][2]int64{} // truth, stored
 	for k, v := range truth {
