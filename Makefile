@@ -56,15 +56,8 @@ release: ## stripped static binaries for linux amd64, arm64, armv7, armv6, versi
 	cd dist && sha256sum freshet-* > SHA256SUMS
 	@echo "dist/SHA256SUMS written; version $(VERSION)"
 
-bench: ## benchmarks (compare figures as ratios within one run; these machines are noisy); about 2 minutes
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./protocol/...
-	$(GO) test -run '^$$' -bench DurableIngest -benchtime 3s ./agent/outbox
-	$(GO) test -run '^$$' -bench Drain -benchtime 3x ./agent/forward
-	$(GO) test -run '^$$' -bench AgentRSS -benchtime 1x -timeout 5m ./agent
-	$(GO) test -run '^$$' -bench Pipeline -benchtime 5s ./hub/ingest
-	$(GO) test -run '^$$' -bench EndToEndCPU -benchtime 1x -timeout 10m ./hub
-	@CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /tmp/freshet-agent-arm64 ./agent/cmd/freshet-agent && \
-		echo "freshet-agent linux/arm64 stripped: $$(stat -c %s /tmp/freshet-agent-arm64) bytes"
+bench: tools ## every benchmark, printed as one Markdown table of figures against goals (BENCH_OUT=file keeps the raw output for benchstat); about 5 minutes
+	@$(GO) run ./internal/benchtable/cmd/benchtable -go '$(GO)' -ldflags '$(LDFLAGS)'$(if $(BENCH_OUT), -out '$(BENCH_OUT)')
 
 fuzz-short: ## every fuzz target for FUZZTIME (default 50000x executions) each; part of `make test`
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,0 +1,94 @@
+package benchtable
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Figures are the rows of the table, in the order of the data flow, with
+// the commands that measure them (run in this order, each once).
+func Figures(o Options) []Figure {
+	goTest := func(pkg string, args ...string) *Cmd {
+		return &Cmd{Args: append([]string{o.Go, "test", pkg, "-run", "^$"}, args...)}
+	}
+	proto := goTest("./protocol", "-bench", ".", "-benchtime", "2s")
+	ingest := goTest("./agent/outbox", "-bench", "DurableIngest", "-benchtime", "3s")
+	forward := goTest("./agent/forward", "-bench", "Drain", "-benchtime", "3x")
+	rss := goTest("./agent", "-bench", "AgentRSS", "-benchtime", "1x", "-timeout", "5m")
+	bin := filepath.Join(os.TempDir(), "freshet-agent-linux-arm64")
+	size := &Cmd{Env: []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"},
+		Args: []string{o.Go, "build", "-trimpath", "-ldflags", o.LDFlags, "-o", bin, "./agent/cmd/freshet-agent"}, Size: bin}
+	pipeline := goTest("./hub/ingest", "-bench", "Pipeline", "-benchtime", "5s")
+	cpu := goTest("./hub", "-bench", "EndToEndCPU", "-benchtime", "1x", "-timeout", "10m")
+	drain := goTest("./firmware-sim/bench", "-bench", "BacklogDrain", "-benchtime", "1x", "-timeout", "20m")
+
+	perSec := func(v float64) string { return count(v) + " readings/s" }
+	mb := func(v float64) string { return num(v) + " MB" }
+	return []Figure{
+		{What: "wire bytes per reading: BME280 at 1 Hz, batches of 500 samples × 3 metrics", Cmd: proto,
+			Bench: "BenchmarkEncodeBME280/samples=500", Unit: "B/reading", Format: func(v float64) string { return num(v) + " B" },
+			Goal: &Goal{Value: 4},
+			Note: func(rs []Result) string {
+				wire, _ := Find(rs, "BenchmarkEncodeBME280/samples=500", "B/reading")
+				lp, ok := Find(rs, "BenchmarkEncodeBME280/samples=500", "lineproto-B/reading")
+				if !ok || wire == 0 {
+					return ""
+				}
+				return fmt.Sprintf("InfluxDB line protocol for the same readings: %s B, %s× more", num(lp), num(lp/wire))
+			}},
+		{What: "decode, same workload, one core", Cmd: proto,
+			Bench: "BenchmarkDecodeBME280/samples=500", Unit: "readings/s", Format: perSec, Goal: &Goal{AtLeast: true, Value: 10e6}},
+		{What: "agent durable ingest into the outbox, fsync per commit, one core", Cmd: ingest,
+			Bench: "BenchmarkDurableIngest", Unit: "readings/s", Format: perSec, Goal: &Goal{AtLeast: true, Value: 200e3}},
+		{What: "agent backlog drain, 1 M readings through the embedded broker to an acking stub", Cmd: forward,
+			Bench: "BenchmarkDrain", Unit: "readings/s", Format: perSec},
+		{What: "agent peak RSS at 100 readings/s for 60 s", Cmd: rss,
+			Bench: "BenchmarkAgentRSS", Unit: "peak-RSS-MB", Format: mb, Goal: &Goal{Value: 12},
+			Note: func(rs []Result) string {
+				anon, ok1 := Find(rs, "BenchmarkAgentRSS", "RssAnon-MB")
+				file, ok2 := Find(rs, "BenchmarkAgentRSS", "RssFile-MB")
+				if !ok1 || !ok2 {
+					return ""
+				}
+				return fmt.Sprintf("at the end: %s MB anonymous + %s MB file-backed", num(anon), num(file))
+			}},
+		{What: "agent binary, stripped, linux/arm64", Cmd: size,
+			Bench: bin, Unit: "bytes", Format: func(v float64) string { return mb(v / 1e6) }, Goal: &Goal{Value: 10e6},
+			Note: func(rs []Result) string {
+				v, _ := Find(rs, bin, "bytes")
+				return num(v/(1<<20)) + " MiB"
+			}},
+		{What: "hub in-process pipeline (decode, ledger, window merge, group commit), one core", Cmd: pipeline,
+			Bench: "BenchmarkPipeline", Unit: "readings/s", Format: perSec, Goal: &Goal{AtLeast: true, Value: 2e6}},
+		{What: "hub CPU per 1 M readings end to end into influxd (hub, its embedded broker and the publisher in one process)", Cmd: cpu,
+			Bench: "BenchmarkEndToEndCPU", Unit: "cpu-s/1M-readings", Format: func(v float64) string { return num(v) + " CPU-s" },
+			Goal: &Goal{Value: 0.9}},
+		{What: "end-to-end throughput, simulated agents into influxd, this machine (from the backlog drain below)", Cmd: drain,
+			Bench: "BenchmarkBacklogDrain", Unit: "readings/s", Format: perSec,
+			Note: func(rs []Result) string {
+				v, ok := Find(rs, "BenchmarkEndToEndCPU", "readings/s")
+				if !ok {
+					return ""
+				}
+				return "EndToEndCPU's one publisher with full batches: " + perSec(v)
+			}},
+		{What: "backlog drain: 50 agents back from a 1 h outage at 10 readings/s (1.8 M readings) until all are in influxd, as a multiple of real time", Cmd: drain,
+			Bench: "BenchmarkBacklogDrain", Unit: "x-realtime", Format: func(v float64) string { return num(v) + "×" },
+			Goal: &Goal{AtLeast: true, Value: 20},
+			Note: func(rs []Result) string {
+				v, ok := Find(rs, "BenchmarkBacklogDrain", "x-realtime")
+				if !ok || v == 0 {
+					return ""
+				}
+				note := fmt.Sprintf("drained in %s s", num(3600/v))
+				hub, ok1 := Find(rs, "BenchmarkBacklogDrain", "hub-cpu-s/1M")
+				ix, ok2 := Find(rs, "BenchmarkBacklogDrain", "influxd-cpu-s/1M")
+				agents, ok3 := Find(rs, "BenchmarkBacklogDrain", "agents-broker-cpu-s/1M")
+				if ok1 && ok2 && ok3 {
+					note += fmt.Sprintf("; CPU-s per 1 M readings: hub %s, influxd %s, agents and broker %s", num(hub), num(ix), num(agents))
+				}
+				return note
+			}},
+	}
+}
