@@ -274,6 +274,18 @@ func unscale(n int64, e int8) float64 {
 	return float64(n) / pow10[-e]
 }
 
+// Decimal returns v as units of 10^exp, for a value at its resolution
+// (exp from ResolutionExp): v is exactly what strconv.ParseFloat gives for
+// the decimal text of units·10^exp, so that text stores v bit for bit. ok
+// is false if v is not at the resolution.
+func Decimal(v float64, exp int8) (units int64, ok bool) {
+	n, ok := scale(v, exp)
+	if !ok || unscale(n, exp) != v {
+		return 0, false
+	}
+	return n, true
+}
+
 // Quantize rounds v to the resolution res (a power of ten, see
 // Series.Resolution) exactly as the encoder does, so a caller can know the
 // value the hub will receive. A res of 0 returns v unchanged.

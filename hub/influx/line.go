@@ -22,11 +22,57 @@ type Point struct {
 // Tag is one tag key and value.
 type Tag struct{ Key, Value string }
 
-// Field is one field. Value is a float64 (finite, stored bit-exact), an
-// int64 (stored as an InfluxDB integer), a bool or a string.
+// Field is one field. Value is a float64 (finite, stored bit-exact), a
+// Decimal (stored as a float), an int64 (stored as an InfluxDB integer), a
+// bool or a string.
 type Field struct {
 	Key   string
 	Value any
+}
+
+// Decimal is a float written as its decimal text, Units·10^Exp: for a value
+// known at a decimal resolution this is exact (protocol.Decimal) and
+// several times cheaper to render than the shortest float64 text.
+type Decimal struct {
+	Units int64
+	Exp   int8 // -18..18
+}
+
+// appendDecimal appends d's decimal text.
+func appendDecimal(b []byte, d Decimal) []byte {
+	if d.Exp >= 0 {
+		b = strconv.AppendInt(b, d.Units, 10)
+		if d.Units != 0 {
+			for range d.Exp {
+				b = append(b, '0')
+			}
+		}
+		return b
+	}
+	u := d.Units
+	if u < 0 {
+		b = append(b, '-')
+	}
+	var tmp [24]byte
+	digits := strconv.AppendUint(tmp[:0], absU(u), 10)
+	k := int(-d.Exp)
+	if len(digits) <= k { // 0.00ddd
+		b = append(b, '0', '.')
+		for range k - len(digits) {
+			b = append(b, '0')
+		}
+		return append(b, digits...)
+	}
+	b = append(b, digits[:len(digits)-k]...)
+	b = append(b, '.')
+	return append(b, digits[len(digits)-k:]...)
+}
+
+func absU(v int64) uint64 {
+	if v < 0 {
+		return uint64(-v) // -MinInt64 wraps to itself, which as uint64 is right
+	}
+	return uint64(v)
 }
 
 // Escapes of line protocol (the same in InfluxDB 1.8 and 2.x) put a
@@ -138,6 +184,11 @@ func appendFields(b []byte, p *Point) ([]byte, error) {
 			}
 			// Shortest representation that parses back to the same bits.
 			b = strconv.AppendFloat(b, v, 'g', -1, 64)
+		case Decimal:
+			if v.Exp < -18 || v.Exp > 18 {
+				return b, fmt.Errorf("field %q: decimal exponent %d", clip(f.Key), v.Exp)
+			}
+			b = appendDecimal(b, v)
 		case int64:
 			b = strconv.AppendInt(b, v, 10)
 			b = append(b, 'i')
@@ -146,7 +197,7 @@ func appendFields(b []byte, p *Point) ([]byte, error) {
 		case string:
 			b = appendString(b, v)
 		default:
-			return b, fmt.Errorf("field %q has unsupported type %T (want float64, int64, bool or string)", clip(f.Key), f.Value)
+			return b, fmt.Errorf("field %q has unsupported type %T (want float64, Decimal, int64, bool or string)", clip(f.Key), f.Value)
 		}
 	}
 	b = append(b, ' ')

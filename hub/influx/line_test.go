@@ -5,13 +5,17 @@ import (
 	"crypto/tls"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+
+	"github.com/freshet-iot/freshet/protocol"
 )
 
 func TestRender(t *testing.T) {
@@ -147,5 +151,44 @@ func TestClassify(t *testing.T) {
 		if o, _, wait := classify(c.err); o != c.want || wait != c.wait {
 			t.Errorf("classify(%v) = %d, %v; want %d, %v", c.err, o, wait, c.want, c.wait)
 		}
+	}
+}
+
+// A Decimal is written as text that parses to exactly the float the
+// protocol decodes for that decimal, at every resolution.
+func TestDecimalText(t *testing.T) {
+	for _, c := range []struct {
+		d    Decimal
+		want string
+	}{
+		{Decimal{2137, -2}, "21.37"}, {Decimal{-5, -2}, "-0.05"}, {Decimal{0, -2}, "0.00"}, {Decimal{7, -9}, "0.000000007"},
+		{Decimal{-123456, -3}, "-123.456"}, {Decimal{42, 0}, "42"}, {Decimal{42, 3}, "42000"}, {Decimal{0, 3}, "0"},
+	} {
+		if got := string(appendDecimal(nil, c.d)); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.d, got, c.want)
+		}
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	skipped := 0
+	for range 200000 {
+		exp := int8(rnd.IntN(19) - 9)
+		units := rnd.Int64N(1<<53) - 1<<52
+		if rnd.IntN(2) == 0 {
+			units %= 100000
+		}
+		text := strconv.FormatInt(units, 10) + "e" + strconv.Itoa(int(exp))
+		v, _ := strconv.ParseFloat(text, 64)
+		u, ok := protocol.Decimal(v, exp)
+		if !ok {
+			skipped++
+			continue // not every 16-digit decimal survives float64; the encoder quantizes first
+		}
+		got, err := strconv.ParseFloat(string(appendDecimal(nil, Decimal{u, exp})), 64)
+		if err != nil || got != v {
+			t.Fatalf("%s: decimal text %q parses to %v, want %v", text, appendDecimal(nil, Decimal{u, exp}), got, v)
+		}
+	}
+	if skipped > 200000/3 {
+		t.Fatalf("%d of 200000 cases not at their resolution: the test checks too little", skipped)
 	}
 }
