@@ -37,7 +37,15 @@ type qualityState struct {
 	open map[string][]quality.Finding
 	// progress is the event time each device's series were checked up to.
 	progress map[string]int64
+	// next is where the next run starts its series work (runs are bounded
+	// by maxSeriesPerRun; the rest of the devices wait for the next run).
+	next int
 }
+
+// maxSeriesPerRun bounds the series one run checks, so a run's memory (the
+// states and events it holds until they are kept) stays bounded however
+// large the fleet; devices take turns.
+const maxSeriesPerRun = 20000
 
 // loadQuality reads the persisted state (at start).
 func (h *Hub) loadQuality(tx *bolt.Tx) error {
@@ -113,9 +121,14 @@ func (h *Hub) QualityOnce(ctx context.Context) (int, error) {
 		}
 	}
 	slices.Sort(names)
+	if len(names) > 0 { // start where the last run stopped
+		i := q.next % len(names)
+		names = append(names[i:], names[:i]...)
+	}
+	seriesDone, stoppedAt := 0, -1
 	err := h.o.DB.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(qualityBucket)
-		for _, name := range names {
+		for i, name := range names {
 			o, ok := obs[name]
 			if !ok {
 				o = &qualitySnap{}
@@ -144,7 +157,11 @@ func (h *Hub) QualityOnce(ctx context.Context) (int, error) {
 			if o.idle && o.statusTime >= floor {
 				p = max(p, o.statusTime-lateness)
 			}
-			if p <= q.progress[name] || p < floor {
+			if p <= q.progress[name] || p < floor || stoppedAt >= 0 {
+				continue
+			}
+			if seriesDone >= maxSeriesPerRun {
+				stoppedAt = i
 				continue
 			}
 			progress[name] = p
@@ -159,6 +176,7 @@ func (h *Hub) QualityOnce(ctx context.Context) (int, error) {
 				if s.Cursor >= p {
 					return nil
 				}
+				seriesDone++
 				m := &quality.SeriesMeta{Device: name, Sensor: se.Sensor, Metric: se.Metric, Unit: se.Unit,
 					Limits: cfg.For(name, se.Sensor, se.Metric, se.Unit), Interval: o.intervals[se.Sensor], Floor: floor}
 				err := h.o.Windows.Readings(tx, name, se.ID, s.Cursor, p, func(t int64, v float64) { s.Observe(m, t, v, emit) })
@@ -202,6 +220,9 @@ func (h *Hub) QualityOnce(ctx context.Context) (int, error) {
 		}
 	}
 	// Kept: now the in-memory side follows.
+	if stoppedAt >= 0 {
+		q.next += stoppedAt
+	}
 	for n, d := range devices {
 		q.devices[n] = d
 	}
