@@ -44,6 +44,7 @@ data_dir: %s
 broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
 windows: {sizes: [1m, 1h], allowed_lateness: 2m, idle_timeout: 1s}
+quality: {interval: 200ms}
 http: {listen: "off"}
 `, t.TempDir(), ix.URL, db+"/autogen")))
 	if err != nil {

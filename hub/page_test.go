@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -41,8 +43,12 @@ func TestFleetPageInBrowser(t *testing.T) {
 		vals[i] = 20 + float64(i%30)/10
 	}
 	vals[len(vals)-1] = 21.37
-	for _, d := range []string{"gw-page-1", "gw-page-2"} {
-		for _, b := range batches(t, d, 1, 1, time.Now().Add(-3*time.Minute), vals, 60) {
+	// gw-page-2 reports for 200 s, the first 100 above any temperature: the
+	// checks reach 80 s in (its watermark minus the allowed lateness of 2m),
+	// so its out of range finding is open.
+	hot := slices.Concat(slices.Repeat([]float64{150}, 100), vals[:100])
+	for d, vs := range map[string][]float64{"gw-page-1": vals, "gw-page-2": hot} {
+		for _, b := range batches(t, d, 1, 1, time.Now().Add(-3*time.Minute), vs, 60) {
 			r.publish(d, b)
 		}
 	}
@@ -51,10 +57,18 @@ func TestFleetPageInBrowser(t *testing.T) {
 	if tok := r.pub.Publish("freshet/v1/gw-page-1/status", 1, true, st); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
-	r.waitStat("readings", 240)
+	r.waitStat("readings", 320)
 	testsvc.WaitFor(t, 10*time.Second, "the online status", func() error {
 		for _, d := range r.h.Ingest().Devices() {
 			if d.Device == "gw-page-1" && d.State == protocol.StateOnline {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+	testsvc.WaitFor(t, 20*time.Second, "gw-page-2's out of range finding", func() error {
+		for _, d := range r.h.Ingest().Devices() {
+			if d.Device == "gw-page-2" && len(d.Findings) == 1 && d.Findings[0].Kind == quality.OutOfRange {
 				return nil
 			}
 		}
@@ -94,10 +108,11 @@ func TestFleetPageInBrowser(t *testing.T) {
 	shot := filepath.Join(t.TempDir(), "fleet.png")
 	os.WriteFile(shot, png, 0o644)
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
-	if !strings.Contains(summary, "2 devices, 1 online") || !strings.Contains(summary, "readings stored 240") {
+	if !strings.Contains(summary, "2 devices, 1 online") || !strings.Contains(summary, "open findings 1") || !strings.Contains(summary, "readings stored 320") {
 		t.Errorf("summary %q", summary)
 	}
-	if len(rows) != 2 || !strings.Contains(rows[0], "gw-page-1") || !strings.Contains(rows[0], "online") || !strings.Contains(rows[0], "21.37") || !strings.Contains(rows[1], "gw-page-2") {
+	if len(rows) != 2 || !strings.Contains(rows[0], "gw-page-1") || !strings.Contains(rows[0], "online") || !strings.Contains(rows[0], "21.37") || !strings.Contains(rows[1], "gw-page-2") ||
+		!strings.Contains(rows[1], "out_of_range") || strings.Contains(rows[0], "out_of_range") {
 		t.Errorf("rows %q", rows)
 	}
 	if lines != 2 {
