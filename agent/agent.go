@@ -20,8 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/freshet-iot/freshet/agent/forward"
 	"github.com/freshet-iot/freshet/agent/outbox"
@@ -38,8 +37,6 @@ type Options struct {
 	Env *sensor.Env
 	// Dial replaces the MQTT dialer (fault injection in simulations).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Registry receives the metrics; nil makes a new one.
-	Registry *prometheus.Registry
 	// Version is reported in the status.
 	Version string
 	// Now is the clock; nil means time.Now.
@@ -57,7 +54,7 @@ type Agent struct {
 	sensors []sensor.Sensor
 	runner  *sensor.Runner
 	fw      *forward.Forwarder
-	reg     *prometheus.Registry
+	metrics *metrics.Set
 	wake    chan struct{}
 	commitW *commitLog
 	// stopSensors, set while Run runs, stops reading sensors (StopSensors).
@@ -74,16 +71,15 @@ func New(cfg *Config, o Options) (*Agent, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
-	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 5 * time.Second
 	}
 	if o.Version == "" {
 		o.Version = "dev"
 	}
-	a := &Agent{cfg: cfg, o: o, log: o.Logger, reg: o.Registry, wake: make(chan struct{}, 1)}
+	// TYPE lines in /metrics; the switch is the library's, process-wide.
+	metrics.ExposeMetadata(true)
+	a := &Agent{cfg: cfg, o: o, log: o.Logger, metrics: metrics.NewSet(), wake: make(chan struct{}, 1)}
 	var onCommit func([]protocol.Reading)
 	if cfg.CommitLog != "" {
 		cl, err := openCommitLog(cfg.CommitLog, cfg.Device)
@@ -133,10 +129,6 @@ func New(cfg *Config, o Options) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
-	if err := a.reg.Register(&collector{a: a}); err != nil {
-		a.Close()
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
 	if st := ob.Stats(); st.Notice != "" {
 		a.log.Error("outbox notice", "notice", st.Notice)
 	}
@@ -162,7 +154,7 @@ func (a *Agent) openSensors() error {
 		}
 		sensors = append(sensors, sensor.Sensor{Config: c, Source: src})
 	}
-	r, err := sensor.NewRunner(sensors, a.ob.Add, sensor.RunnerOptions{Logger: a.log.With("part", "sensor"), Now: a.o.Now, Registerer: a.reg})
+	r, err := sensor.NewRunner(sensors, a.ob.Add, sensor.RunnerOptions{Logger: a.log.With("part", "sensor"), Now: a.o.Now, Metrics: a.metrics})
 	if err != nil {
 		for _, s := range sensors {
 			s.Source.Close()
@@ -322,7 +314,10 @@ func (a *Agent) closeCommitLog() error {
 // Handler serves /metrics and /healthz.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		a.writeMetrics(w)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		st, fs := a.ob.Stats(), a.fw.Stats()
 		w.Header().Set("Content-Type", "application/json")

@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"periph.io/x/conn/v3/i2c"
 
 	"github.com/freshet-iot/freshet/agent"
@@ -109,11 +113,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 		rec := httptest.NewRecorder()
 		a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-		for _, m := range []string{`freshet_agent_readings_total{fate="committed"}`, `freshet_agent_connected 1`, `freshet_agent_sensor_reads_total{sensor="room"}`} {
-			if !strings.Contains(rec.Body.String(), m) {
-				t.Errorf("/metrics lacks %s", m)
-			}
-		}
+		checkMetrics(t, rec.Body.String())
 		rec = httptest.NewRecorder()
 		a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 		if !strings.Contains(rec.Body.String(), `"connected":true`) {
@@ -286,4 +286,77 @@ func TestKill9(t *testing.T) {
 		}
 		t.Logf("%d readings committed, %d applied, %d duplicate batches dropped by the hub", len(committed), len(seen), h.Dupes())
 	})
+}
+
+// checkMetrics parses /metrics with Prometheus's own parser and checks every
+// family's type and label names (what dashboards and alerts depend on), and
+// a few values of a connected agent with a sensor named room.
+func checkMetrics(t *testing.T, body string) {
+	t.Helper()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
+	for _, f := range []struct {
+		name   string
+		typ    dto.MetricType
+		labels string // sorted
+	}{
+		{"freshet_agent_readings_total", counter, "fate"},
+		{"freshet_agent_backlog", gauge, "unit"},
+		{"freshet_agent_pending_readings", gauge, ""},
+		{"freshet_agent_outbox_file_bytes", gauge, ""},
+		{"freshet_agent_commits_total", counter, "result"},
+		{"freshet_agent_batches_total", counter, "event"},
+		{"freshet_agent_connected", gauge, ""},
+		{"freshet_agent_connects_total", counter, "result"},
+		{"freshet_agent_acks_total", counter, ""},
+		{"freshet_agent_last_ack_age_seconds", gauge, ""},
+		{"freshet_agent_outbox_reset", gauge, ""},
+		{"freshet_agent_sensor_reads_total", counter, "sensor"},
+		{"freshet_agent_sensor_errors_total", counter, "reason,sensor"},
+	} {
+		mf := mfs[f.name]
+		if mf == nil {
+			t.Errorf("/metrics lacks %s", f.name)
+			continue
+		}
+		if mf.GetType() != f.typ {
+			t.Errorf("%s is a %v, want a %v", f.name, mf.GetType(), f.typ)
+		}
+		for _, m := range mf.GetMetric() {
+			var names []string
+			for _, l := range m.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			slices.Sort(names)
+			if got := strings.Join(names, ","); got != f.labels {
+				t.Errorf("%s has labels %q, want %q", f.name, got, f.labels)
+			}
+		}
+	}
+	value := func(name, label, v string) float64 {
+		for _, m := range mfs[name].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == v {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+			if label == "" {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	if v := value("freshet_agent_readings_total", "fate", "committed"); v <= 0 {
+		t.Errorf("committed readings: %v", v)
+	}
+	if v := value("freshet_agent_connected", "", ""); v != 1 {
+		t.Errorf("connected: %v", v)
+	}
+	if v := value("freshet_agent_sensor_reads_total", "sensor", "room"); v <= 0 {
+		t.Errorf("reads of sensor room: %v", v)
+	}
 }

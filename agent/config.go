@@ -27,6 +27,7 @@ type Config struct {
 	Outbox OutboxConfig      `yaml:"outbox"`
 	HTTP   HTTPConfig        `yaml:"http"`
 	Log    LogConfig         `yaml:"log"`
+	Memory MemoryConfig      `yaml:"memory"`
 	// SysRoot is where sysfs is mounted for the ds18b20 and cpu_temp
 	// sensors. Default "/" (containers may mount the host's /sys elsewhere).
 	SysRoot string          `yaml:"sys_root"`
@@ -89,6 +90,21 @@ type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info (default), warn, error
 	Format string `yaml:"format"` // text (default) or json
 }
+
+// MemoryConfig tunes the Go runtime for a small device. freshet-agent
+// applies it to its process; an Agent in a bigger program leaves it to that
+// program.
+type MemoryConfig struct {
+	// GCPercent is how far the heap may grow between two collections, in
+	// percent of what is live, as GOGC (which it overrides). Default 25:
+	// the agent's live heap is well under a megabyte, and Go's 100 with
+	// its floor of 4 MB of heap would keep some 2.5 MB more resident, for
+	// a little less CPU. 10..1000.
+	GCPercent int `yaml:"gc_percent"`
+}
+
+// DefaultGCPercent is MemoryConfig.GCPercent's default.
+const DefaultGCPercent = 25
 
 // Size is a byte count written as a number or with a unit (KB, MB, GB, KiB, MiB, GiB).
 type Size = cfgfile.Size
@@ -216,6 +232,12 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if c.Memory.GCPercent == 0 {
+		c.Memory.GCPercent = DefaultGCPercent
+	}
+	if c.Memory.GCPercent < 10 || c.Memory.GCPercent > 1000 {
+		return bad("memory.gc_percent", "%d: want 10..1000", c.Memory.GCPercent)
 	}
 	if len(c.Sensors) == 0 {
 		return bad("sensors", "none configured")

@@ -70,7 +70,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.DataDir != "/var/lib/freshet-agent" || c.HTTP.Listen != "127.0.0.1:9273" || c.Outbox.DropPolicy != "drop_oldest" ||
-		int64(c.Outbox.MaxBytes) != 256<<20 || time.Duration(c.MQTT.AckTimeout) != 30*time.Second {
+		int64(c.Outbox.MaxBytes) != 256<<20 || time.Duration(c.MQTT.AckTimeout) != 30*time.Second ||
+		c.Memory.GCPercent != agent.DefaultGCPercent {
 		t.Fatalf("defaults: %+v", c)
 	}
 }

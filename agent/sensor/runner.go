@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -42,9 +42,10 @@ type RunnerOptions struct {
 	// LogEvery is the least time between two failure lines of one sensor
 	// that keeps failing. Default 1m.
 	LogEvery time.Duration
-	// Registerer, if not nil, receives freshet_agent_sensor_reads_total{sensor}
-	// and freshet_agent_sensor_errors_total{sensor,reason}.
-	Registerer prometheus.Registerer
+	// Metrics, if not nil, receives freshet_agent_sensor_reads_total{sensor}
+	// and freshet_agent_sensor_errors_total{sensor,reason}, every reason
+	// from zero.
+	Metrics *metrics.Set
 }
 
 // Runner defaults.
@@ -88,8 +89,8 @@ type sensorRun struct {
 	errors  uint64
 	lastErr string
 
-	readsTotal  prometheus.Counter            // nil without a Registerer
-	errorsTotal map[string]prometheus.Counter // by reason
+	readsTotal  *metrics.Counter            // nil without Metrics
+	errorsTotal map[string]*metrics.Counter // by reason
 
 	// Owned by the sensor's goroutine.
 	inflight <-chan readResult // a read that timed out and has not returned
@@ -149,35 +150,34 @@ func NewRunner(sensors []Sensor, sink func([]protocol.Reading), opts RunnerOptio
 			interval: time.Duration(c.Interval), timeout: time.Duration(c.Timeout),
 		})
 	}
-	if opts.Registerer != nil {
-		if err := r.register(opts.Registerer); err != nil {
+	if opts.Metrics != nil {
+		if err := r.register(opts.Metrics); err != nil {
 			return nil, fmt.Errorf("sensor: register metrics: %w", err)
 		}
 	}
 	return r, nil
 }
 
-func (r *Runner) register(reg prometheus.Registerer) error {
-	reads := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "freshet_agent_sensor_reads_total",
-		Help: "Sensor read attempts, failed ones included.",
-	}, []string{"sensor"})
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "freshet_agent_sensor_errors_total",
-		Help: "Failed sensor reads by reason: io, timeout, implausible, parse.",
-	}, []string{"sensor", "reason"})
-	if err := reg.Register(reads); err != nil {
-		return err
+func (r *Runner) register(set *metrics.Set) error {
+	reads := func(sensor string) string {
+		return fmt.Sprintf("freshet_agent_sensor_reads_total{sensor=%q}", sensor)
 	}
-	if err := reg.Register(errs); err != nil {
-		reg.Unregister(reads)
-		return err
+	// NewCounter panics on a name taken: check first. A sensor's counters
+	// are registered together, so its reads counter stands for all.
+	taken := map[string]bool{}
+	for _, name := range set.ListMetricNames() {
+		taken[name] = true
 	}
 	for _, s := range r.sensors {
-		s.readsTotal = reads.WithLabelValues(s.cfg.Name)
-		s.errorsTotal = make(map[string]prometheus.Counter)
+		if taken[reads(s.cfg.Name)] {
+			return fmt.Errorf("sensor %q: counters already registered", s.cfg.Name)
+		}
+	}
+	for _, s := range r.sensors {
+		s.readsTotal = set.NewCounter(reads(s.cfg.Name))
+		s.errorsTotal = make(map[string]*metrics.Counter)
 		for _, reason := range reasons() {
-			s.errorsTotal[reason] = errs.WithLabelValues(s.cfg.Name, reason)
+			s.errorsTotal[reason] = set.NewCounter(fmt.Sprintf("freshet_agent_sensor_errors_total{sensor=%q,reason=%q}", s.cfg.Name, reason))
 		}
 	}
 	return nil

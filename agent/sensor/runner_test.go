@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,7 +14,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/VictoriaMetrics/metrics"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -132,15 +136,24 @@ func statusOf(t *testing.T, r *Runner, name string) protocol.SensorStatus {
 	return protocol.SensorStatus{}
 }
 
-// errorCounts gathers freshet_agent_sensor_errors_total as sensor/reason -> value.
-func errorCounts(t *testing.T, g prometheus.Gatherer) (reads, errs map[string]float64) {
+// errorCounts parses the set's exposition with Prometheus's own parser and
+// returns freshet_agent_sensor_reads_total by sensor and
+// freshet_agent_sensor_errors_total by sensor/reason.
+func errorCounts(t *testing.T, set *metrics.Set) (reads, errs map[string]float64) {
 	t.Helper()
-	mfs, err := g.Gather()
+	metrics.ExposeMetadata(true) // TYPE lines, as the agent writes them
+	var buf bytes.Buffer
+	set.WritePrometheus(&buf)
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reads, errs = map[string]float64{}, map[string]float64{}
 	for _, mf := range mfs {
+		if mf.GetType() != dto.MetricType_COUNTER {
+			t.Errorf("%s is a %v, want a counter", mf.GetName(), mf.GetType())
+		}
 		for _, m := range mf.GetMetric() {
 			l := map[string]string{}
 			for _, lp := range m.GetLabel() {
@@ -168,7 +181,7 @@ func TestRunnerIsolatesFailingSensors(t *testing.T) {
 		now := func() time.Time { return base.Add(time.Since(t0)) }
 		rec := &sinkRecorder{base: base}
 		logs := &logRecorder{}
-		reg := prometheus.NewRegistry()
+		set := metrics.NewSet()
 
 		release := make(chan struct{})
 		steady := &fakeSource{read: func(context.Context, int) ([]Value, error) { return celsius(21.5), nil }}
@@ -200,7 +213,7 @@ func TestRunnerIsolatesFailingSensors(t *testing.T) {
 			{cfg("stuck", 2*time.Second), stuck},
 			{slowCfg, slow},
 			{cfg("hot", 5*time.Second), hot},
-		}, rec.sink, RunnerOptions{Logger: slog.New(logs), Now: now, Registerer: reg})
+		}, rec.sink, RunnerOptions{Logger: slog.New(logs), Now: now, Metrics: set})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +265,7 @@ func TestRunnerIsolatesFailingSensors(t *testing.T) {
 			if tc.errors > 0 && st.LastError == "" {
 				t.Errorf("%s: no last error", tc.name)
 			}
-			reads, errs := errorCounts(t, reg)
+			reads, errs := errorCounts(t, set)
 			if reads[tc.name] != float64(tc.reads) {
 				t.Errorf("%s: reads_total %g, want %d", tc.name, reads[tc.name], tc.reads)
 			}
@@ -441,8 +454,8 @@ func TestRunnerReadings(t *testing.T) {
 			// io
 			{panic: errors.New("index out of range")},
 		}
-		reg := prometheus.NewRegistry()
-		r, err := NewRunner([]Sensor{{c, src}}, rec.sink, RunnerOptions{Registerer: reg})
+		ms := metrics.NewSet()
+		r, err := NewRunner([]Sensor{{c, src}}, rec.sink, RunnerOptions{Metrics: ms})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,7 +474,7 @@ func TestRunnerReadings(t *testing.T) {
 			set(steps[i+1].vals, steps[i+1].panic)
 			time.Sleep(time.Second / 2)
 		}
-		_, errs := errorCounts(t, reg)
+		_, errs := errorCounts(t, ms)
 		if errs["env/implausible"] != 4 || errs["env/parse"] != 8 || errs["env/io"] != 1 || errs["env/timeout"] != 0 {
 			t.Errorf("errors by reason: %v, want implausible 4, parse 8, io 1", errs)
 		}
@@ -539,12 +552,12 @@ func TestNewRunnerErrors(t *testing.T) {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	if _, err := NewRunner([]Sensor{{cfg("a", time.Second), src}}, sink, RunnerOptions{Registerer: reg}); err != nil {
+	set := metrics.NewSet()
+	if _, err := NewRunner([]Sensor{{cfg("a", time.Second), src}}, sink, RunnerOptions{Metrics: set}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewRunner([]Sensor{{cfg("b", time.Second), src}}, sink, RunnerOptions{Registerer: reg}); err == nil {
-		t.Error("a second runner on the same registry: no error")
+	if _, err := NewRunner([]Sensor{{cfg("a", time.Second), src}}, sink, RunnerOptions{Metrics: set}); err == nil {
+		t.Error("a second runner with the same sensor name on the same set: no error")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/freshet-iot/freshet/agent"
@@ -38,6 +39,7 @@ func main() {
 		}
 		return
 	}
+	debug.SetGCPercent(cfg.Memory.GCPercent)
 	log := agent.NewLogger(cfg.Log, os.Stderr)
 	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version.Version})
 	if err != nil {
