@@ -130,8 +130,9 @@ func (f *fleet) batch(b *protocol.Batch, now time.Time) {
 		if se.Metric != "temperature" || se.Type != protocol.Float {
 			continue
 		}
-		for i, t := range se.Times {
-			d.Recent = append(d.Recent, RecentPoint{t, se.Floats[i]})
+		from := max(0, len(se.Times)-RecentMax) // only the last ones can stay
+		for i, t := range se.Times[from:] {
+			d.Recent = append(d.Recent, RecentPoint{t, se.Floats[from+i]})
 		}
 		if len(d.Recent) > RecentMax {
 			d.Recent = append(d.Recent[:0], d.Recent[len(d.Recent)-RecentMax:]...)

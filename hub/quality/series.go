@@ -54,9 +54,10 @@ func (s *SeriesState) interval(m *SeriesMeta) int64 {
 	case m.Interval > 0:
 		return int64(m.Interval)
 	case len(s.Spacings) >= 3:
-		sp := slices.Clone(s.Spacings)
-		slices.Sort(sp)
-		return sp[len(sp)/2]
+		var sp [maxSpacings]int64 // on the stack: this runs for every reading
+		n := copy(sp[:], s.Spacings)
+		slices.Sort(sp[:n])
+		return sp[n/2]
 	}
 	return 0
 }
