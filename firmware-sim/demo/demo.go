@@ -80,8 +80,10 @@ func Run(ctx context.Context, o Options) error {
 	os.MkdirAll(hubDir, 0o755)
 	cfgPath := filepath.Join(hubDir, "hub.yaml")
 	// A short allowed lateness so the demo's 1 m aggregates appear within a
-	// couple of minutes (production default: 2 m).
-	cfg := fmt.Sprintf("data_dir: %s\nbroker: {embedded: {listen: \"127.0.0.1:%d\"}}\ninflux: {url: %q, bucket: %q, token_env: FRESHET_DEMO_INFLUX_TOKEN}\nwindows: {allowed_lateness: 15s}\nhttp: {listen: %q}\n",
+	// couple of minutes (production default: 2 m). The flaky fleet's chips
+	// get stuck for a minute now and then: a stuck_count shows those as data
+	// quality findings (the production default waits 2 h).
+	cfg := fmt.Sprintf("data_dir: %s\nbroker: {embedded: {listen: \"127.0.0.1:%d\"}}\ninflux: {url: %q, bucket: %q, token_env: FRESHET_DEMO_INFLUX_TOKEN}\nwindows: {allowed_lateness: 15s}\nquality: {sensors: [{sensor: bme280, stuck_count: 30}]}\nhttp: {listen: %q}\n",
 		hubDir, brokerPort, influxURL, bucket, httpAddr)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
@@ -142,6 +144,7 @@ func Run(ctx context.Context, o Options) error {
 
 	q := "SELECT last(\"value\") FROM \"temperature\" WHERE time > now() - 5m GROUP BY device, sensor"
 	qa := "SELECT \"mean\", \"min\", \"max\", \"count\" FROM \"temperature_1m\" WHERE time > now() - 1h GROUP BY device"
+	qq := "SELECT \"state\", \"detail\" FROM \"freshet_quality\" WHERE time > now() - 1h GROUP BY device, kind, sensor, metric"
 	fmt.Fprintf(out, `
 freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded broker) -> InfluxDB
   fleet page   %s/   (JSON: %s/api/v1/devices)
@@ -149,10 +152,11 @@ freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded brok
   InfluxDB     %s  bucket %s
   raw data     curl -G %s/query -u %q --data-urlencode "db=%s" --data-urlencode '%s'
   aggregates   the same with '%s' (1 m windows close about 75 s after their end)
+  findings     the same with '%s' (data quality: stuck chips, offline gateways ...)
   logs         %s
 Ctrl-C stops everything.
 
-`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, logf.Name())
+`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, "q="+qq, logf.Name())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
