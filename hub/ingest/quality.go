@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -56,14 +55,17 @@ func (h *Hub) loadQuality(tx *bolt.Tx) error {
 		case len(k) > 2 && k[0] == 'd' && k[1] == 0:
 			d := new(quality.DeviceState)
 			if err := json.Unmarshal(v, d); err != nil {
-				return fmt.Errorf("quality state of %q: %w", k[2:], err)
+				// Derived state: never worth stopping ingest for. The
+				// device starts over (its open findings may be found again).
+				h.log.Error("quality state unreadable; starting it over", "device", string(k[2:]), "err", err)
+				return nil
 			}
 			q.devices[string(k[2:])] = d
 			open = d.OpenFindings()
 		case len(k) > 2 && k[0] == 's' && k[1] == 0:
 			s := new(quality.SeriesState)
 			if err := json.Unmarshal(v, s); err != nil {
-				return fmt.Errorf("quality state of series %q: %w", k[2:], err)
+				return nil // logged and started over when the series is next checked
 			}
 			open = s.OpenFindings()
 		}
@@ -170,7 +172,9 @@ func (h *Hub) QualityOnce(ctx context.Context) (int, error) {
 				s := quality.NewSeriesState()
 				if v := b.Get(k); v != nil {
 					if err := json.Unmarshal(v, s); err != nil {
-						return fmt.Errorf("quality state of %s %s/%s: %w", name, se.Sensor, se.Metric, err)
+						h.log.Error("quality state unreadable; checking the series from its start", "device", name,
+							"sensor", se.Sensor, "metric", se.Metric, "err", err)
+						s = quality.NewSeriesState()
 					}
 				}
 				if s.Cursor >= p {
