@@ -71,7 +71,6 @@ type deviceObs struct {
 	statusTime  int64 // its clock, at its last online status
 	backlog     uint64
 	backlogBats uint64
-	idle        bool // its last online status said nothing was waiting
 	// clock never set: the latest batch was sealed before the floor
 	unset         bool
 	unsetSince    int64
@@ -162,7 +161,7 @@ func (f *fleet) status(s *protocol.Status, now time.Time) {
 		return
 	}
 	o.lastAlive, o.lastWill, o.haveStatus, o.statusTime = now.UnixNano(), false, true, s.Time
-	o.backlog, o.backlogBats, o.idle = s.Backlog.Readings, s.Backlog.Batches, s.Backlog.Readings == 0
+	o.backlog, o.backlogBats = s.Backlog.Readings, s.Backlog.Batches
 	if len(s.Sensors) > 0 {
 		o.intervals = make(map[string]time.Duration, len(s.Sensors))
 		for _, se := range s.Sensors {

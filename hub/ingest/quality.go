@@ -286,7 +286,7 @@ func (f *fleet) qualityObs() map[string]*qualitySnap {
 	defer f.mu.Unlock()
 	out := make(map[string]*qualitySnap, len(f.obs))
 	for name, o := range f.obs {
-		s := &qualitySnap{idle: o.haveStatus && o.idle, statusTime: o.statusTime, intervals: o.intervals}
+		s := &qualitySnap{idle: o.haveStatus && o.backlog == 0, statusTime: o.statusTime, intervals: o.intervals}
 		s.LastAlive, s.LastWill, s.Backlog = o.lastAlive, o.lastWill, o.backlog
 		s.ClockUnset, s.UnsetSince, s.UnsetReadings, s.ClockSetAt = o.unset, o.unsetSince, o.unsetReadings, o.clockSetAt
 		// Old batches of a backlog say nothing about the clock: judge it
