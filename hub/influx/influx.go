@@ -13,7 +13,8 @@
 // Errors() is not drained (#384), it can panic with "send on closed channel"
 // after the server is killed (#405), and it drops batches after a retry limit.
 // Writer renders line protocol itself into a reused buffer, batches it, and
-// sends each batch with WriteAPIBlocking.WriteRecord under its own retry loop.
+// posts each batch through the client's HTTP service (its auth, user agent and
+// typed errors) under its own retry loop, straight from that buffer.
 package influx
 
 import (
@@ -21,6 +22,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -31,7 +33,7 @@ import (
 	"time"
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
-	"github.com/influxdata/influxdb-client-go/v2/api"
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -85,8 +87,9 @@ type Writer struct {
 	log     *slog.Logger
 	hc      *http.Client
 	client  influxdb2.Client
-	api     api.WriteAPIBlocking
-	bufs    sync.Pool // *lineBuf
+	http    http2.Service
+	url     string    // the write endpoint with org, bucket and precision
+	lines   sync.Pool // *Lines
 	latency prometheus.Histogram
 
 	closing context.Context // canceled by Close
@@ -121,12 +124,21 @@ func New(o Options) (*Writer, error) {
 	}
 	opts := influxdb2.DefaultOptions().SetHTTPClient(hc).SetApplicationName("freshet-hub")
 	client := influxdb2.NewClientWithOptions(o.URL, o.Token, opts)
+	u, err := url.Parse(client.HTTPService().ServerAPIURL())
+	if err == nil {
+		u, err = u.Parse("write")
+	}
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("influx: url: %w", err)
+	}
+	// The query the client's own WriteAPIs send (api/write.go: NewService).
+	u.RawQuery = url.Values{"org": {o.Org}, "bucket": {o.Bucket}, "precision": {"ns"}}.Encode()
 	w := &Writer{
-		o: o, log: o.Logger, hc: hc, client: client,
-		api: client.WriteAPIBlocking(o.Org, o.Bucket),
-		bufs: sync.Pool{New: func() any {
+		o: o, log: o.Logger, hc: hc, client: client, http: client.HTTPService(), url: u.String(),
+		lines: sync.Pool{New: func() any {
 			n := min(o.BatchLines, DefaultBatchLines)
-			return &lineBuf{buf: make([]byte, 0, 128*n), ends: make([]int, 0, n)}
+			return &Lines{lineBuf: lineBuf{buf: make([]byte, 0, 128*n), ends: make([]int, 0, n)}}
 		}},
 	}
 	w.closing, w.cancel = context.WithCancelCause(context.Background())
@@ -240,6 +252,21 @@ func (w *Writer) enter() bool {
 // TLS verification), Write returns an error wrapping ErrRefused at once; the
 // batches before the failing one were stored.
 func (w *Writer) Write(ctx context.Context, points []Point) error {
+	l := w.lines.Get().(*Lines)
+	defer func() {
+		if l.Reset(); cap(l.buf) <= maxPooledBuf {
+			w.lines.Put(l)
+		}
+	}()
+	for i := range points {
+		l.Add(&points[i])
+	}
+	return w.WriteLines(ctx, l)
+}
+
+// WriteLines stores the points of l, as Write does. l is only read, and
+// only until WriteLines returns.
+func (w *Writer) WriteLines(ctx context.Context, l *Lines) error {
 	if !w.enter() {
 		return ErrClosed
 	}
@@ -248,22 +275,13 @@ func (w *Writer) Write(ctx context.Context, points []Point) error {
 	defer cancel(nil)
 	defer context.AfterFunc(w.closing, func() { cancel(ErrClosed) })()
 
-	b := w.bufs.Get().(*lineBuf)
-	defer func() {
-		if b.reset(); cap(b.buf) <= maxPooledBuf {
-			w.bufs.Put(b)
-		}
-	}()
 	var rej *RejectedError
-	for i := 0; i < len(points); {
-		b.reset()
-		for ; i < len(points) && len(b.ends) < w.o.BatchLines; i++ {
-			if err := b.add(&points[i]); err != nil {
-				w.pointsRejected.Add(1)
-				rej = rej.add(1, 0, fmt.Sprintf("point %d: %v", i, err), err)
-			}
-		}
-		if err := w.send(ctx, b, 0, len(b.ends), &rej); err != nil {
+	if l.invalid > 0 {
+		w.pointsRejected.Add(uint64(l.invalid))
+		rej = rej.add(l.invalid, 0, l.first.Error(), l.first)
+	}
+	for lo := 0; lo < len(l.ends); lo += w.o.BatchLines {
+		if err := w.send(ctx, &l.lineBuf, lo, min(lo+w.o.BatchLines, len(l.ends)), &rej); err != nil {
 			return err
 		}
 	}
@@ -283,7 +301,7 @@ func (w *Writer) send(ctx context.Context, b *lineBuf, lo, hi int, rej **Rejecte
 	if lo > 0 {
 		start = b.ends[lo-1]
 	}
-	body, n := string(b.buf[start:b.ends[hi-1]]), hi-lo
+	body, n := b.buf[start:b.ends[hi-1]], hi-lo
 	for attempt := 0; ; attempt++ {
 		err := w.post(ctx, body)
 		if err == nil {
@@ -334,16 +352,65 @@ func (w *Writer) send(ctx context.Context, b *lineBuf, lo, hi int, rej **Rejecte
 }
 
 // post makes one HTTP write of body.
-func (w *Writer) post(ctx context.Context, body string) error {
+func (w *Writer) post(ctx context.Context, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, w.o.Timeout)
 	defer cancel()
 	start := time.Now()
-	err := w.api.WriteRecord(ctx, body)
-	if err == nil && w.latency != nil {
+	src := &bodySource{b: body}
+	defer src.detach()
+	herr := w.http.DoPostRequest(ctx, w.url, &bodyReader{src: src}, func(req *http.Request) {
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return &bodyReader{src: src}, nil }
+	}, func(r *http.Response) error { return r.Body.Close() })
+	if herr != nil {
+		return herr
+	}
+	if w.latency != nil {
 		w.latency.Observe(time.Since(start).Seconds())
 	}
-	return err
+	return nil
 }
+
+// bodySource is a request body over a buffer the caller reuses. An HTTP
+// transport may still read a request's body after the request returned
+// (http.RoundTripper), so post detaches the buffer first: a late read gets
+// an error, never the bytes of a later batch.
+type bodySource struct {
+	mu       sync.Mutex
+	b        []byte
+	detached bool
+}
+
+func (s *bodySource) detach() {
+	s.mu.Lock()
+	s.b, s.detached = nil, true
+	s.mu.Unlock()
+}
+
+var errDetached = errors.New("influx: request body read after the request ended")
+
+// bodyReader reads a bodySource from the start; GetBody makes a new one
+// when the transport sends the request again.
+type bodyReader struct {
+	src *bodySource
+	off int
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	r.src.mu.Lock()
+	defer r.src.mu.Unlock()
+	if r.src.detached {
+		return 0, errDetached
+	}
+	if r.off >= len(r.src.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.src.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
 
 // Ping checks that InfluxDB answers (GET /ping, on 1.8 and 2.x alike). It
 // does not check the token: Write reports that with ErrRefused.

@@ -3,6 +3,7 @@ package influx
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -42,6 +43,30 @@ func bme280(n, devices int, grouped bool) []Point {
 func BenchmarkRender(b *testing.B) {
 	b.Run("grouped", func(b *testing.B) { benchRender(b, bme280(1000, 10, true)) })
 	b.Run("interleaved", func(b *testing.B) { benchRender(b, bme280(1000, 10, false)) })
+}
+
+// BenchmarkRenderSeries renders the grouped readings through Lines.Series:
+// the way the hub renders raw readings.
+func BenchmarkRenderSeries(b *testing.B) {
+	ps := bme280(1000, 10, true)
+	var l Lines
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Reset()
+		for i := range ps {
+			p := &ps[i]
+			if i == 0 || !sameSeries(&ps[i-1], p) {
+				l.Series(p.Measurement, p.Tags, "value")
+			}
+			v := p.Fields[0].Value.(float64)
+			l.Decimal(Decimal{Units: int64(math.Round(v * 100)), Exp: -2}, p.Time)
+		}
+	}
+	if l.invalid > 0 {
+		b.Fatal(l.first)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ps)), "ns/point")
+	b.SetBytes(int64(len(l.buf)))
 }
 
 func benchRender(b *testing.B, ps []Point) {

@@ -212,6 +212,37 @@ func TestWriter(t *testing.T) {
 		}
 	})
 
+	// WriteLines stores series of bare values, and reports the invalid ones.
+	t.Run("Lines", func(t *testing.T) {
+		db := in.NewDatabase(t)
+		w := newWriter(t, in, db, func(o *influx.Options) { o.BatchLines = 3 })
+		var l influx.Lines
+		l.Series("temp", []influx.Tag{{Key: "device", Value: "gw 1"}}, "value")
+		for i := range 5 {
+			l.Decimal(influx.Decimal{Units: 2137 + int64(i), Exp: -2}, t0+int64(i))
+		}
+		l.Float(math.NaN(), t0+5)
+		l.Series("temp", []influx.Tag{{Key: "device", Value: `bad\`}}, "value")
+		l.Decimal(influx.Decimal{Units: 1}, t0)
+		l.Series("count", nil, "v")
+		l.Int(-7, t0)
+		err := w.WriteLines(ctx, &l)
+		var rej *influx.RejectedError
+		if !errors.As(err, &rej) || !errors.Is(err, influx.ErrInvalidPoint) || rej.Points != 2 || !strings.Contains(rej.Message, "point 5") {
+			t.Fatalf("got %v, want a RejectedError for 2 invalid points from point 5", err)
+		}
+		got := query(t, in, db, `SELECT "value" FROM "temp"`)
+		if len(got) != 1 || len(got[0].Values) != 5 || got[0].Values[4][1].(json.Number) != "21.41" {
+			t.Fatalf("temp: %+v", got)
+		}
+		if n := count(t, in, db, "count"); n != 1 {
+			t.Fatalf("%d count rows, want 1", n)
+		}
+		if s := w.Stats(); s.PointsWritten != 6 || s.PointsRejected != 2 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+
 	// A wrong token, or a bucket that does not exist, fails fast with ErrRefused.
 	t.Run("Refused", func(t *testing.T) {
 		db := in.NewDatabase(t)

@@ -98,6 +98,133 @@ type lineBuf struct {
 
 func (l *lineBuf) reset() { l.buf, l.ends, l.last = l.buf[:0], l.ends[:0], nil }
 
+// Lines is line protocol rendered for one Writer.WriteLines: points added
+// one at a time (Add), or the readings of one series added as bare values
+// after Series, which renders the series key and field key once, so that a
+// reading costs its value and time text and nothing else.
+//
+// A point that line protocol cannot carry is not rendered but counted; the
+// write then reports it in a *RejectedError (ErrInvalidPoint). The zero
+// value is ready to use; Reset empties it for reuse.
+type Lines struct {
+	lineBuf
+	invalid int
+	first   error // the first invalid point's error
+	// The current series' "measurement,tags field=" text, or seriesErr.
+	prefix    []byte
+	seriesErr error
+}
+
+// Reset empties l, keeping its memory.
+func (l *Lines) Reset() {
+	l.reset()
+	l.invalid, l.first, l.prefix, l.seriesErr = 0, nil, l.prefix[:0], nil
+}
+
+// Len is the number of points added, invalid ones included.
+func (l *Lines) Len() int { return len(l.ends) + l.invalid }
+
+func (l *Lines) fail(err error) {
+	if l.first == nil {
+		l.first = fmt.Errorf("point %d: %w", l.Len(), err)
+	}
+	l.invalid++
+}
+
+// Add adds p.
+func (l *Lines) Add(p *Point) {
+	if err := l.add(p); err != nil {
+		l.fail(err)
+	}
+}
+
+// Series starts a series of single-field points: measurement, tags (as in
+// Point) and the field's key. The values that follow (Decimal, Float, Int,
+// Bool, String) are its points; if the series is invalid they are counted
+// as invalid points.
+func (l *Lines) Series(measurement string, tags []Tag, field string) {
+	p := Point{Measurement: measurement, Tags: tags}
+	b, err := appendSeriesKey(l.prefix[:0], &p)
+	if err == nil {
+		b = append(b, ' ')
+		b, err = appendName(b, field, "field key", keySpecial)
+	}
+	l.prefix, l.seriesErr = append(b, '='), nil
+	if err != nil {
+		l.seriesErr = fmt.Errorf("%w: %w", ErrInvalidPoint, err)
+	}
+	l.last = nil // Add must not copy a key from before
+}
+
+// value begins a point of the current series; false if the series is invalid.
+func (l *Lines) value() bool {
+	if l.seriesErr != nil {
+		l.fail(l.seriesErr)
+		return false
+	}
+	l.buf = append(l.buf, l.prefix...)
+	return true
+}
+
+// end appends the time and ends the line.
+func (l *Lines) end(t int64) {
+	l.buf = append(l.buf, ' ')
+	l.buf = strconv.AppendInt(l.buf, t, 10)
+	l.buf = append(l.buf, '\n')
+	l.ends = append(l.ends, len(l.buf))
+}
+
+// Decimal adds a point of the current series with a Decimal value at time t
+// (Unix ns).
+func (l *Lines) Decimal(d Decimal, t int64) {
+	if d.Exp < -18 || d.Exp > 18 {
+		l.fail(fmt.Errorf("%w: decimal exponent %d", ErrInvalidPoint, d.Exp))
+		return
+	}
+	if l.value() {
+		l.buf = appendDecimal(l.buf, d)
+		l.end(t)
+	}
+}
+
+// Float adds a point of the current series with a float value; NaN and
+// infinities are invalid.
+func (l *Lines) Float(v float64, t int64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		l.fail(fmt.Errorf("%w: value is %g", ErrInvalidPoint, v))
+		return
+	}
+	if l.value() {
+		l.buf = strconv.AppendFloat(l.buf, v, 'g', -1, 64)
+		l.end(t)
+	}
+}
+
+// Int adds a point of the current series with an integer value.
+func (l *Lines) Int(v int64, t int64) {
+	if l.value() {
+		l.buf = strconv.AppendInt(l.buf, v, 10)
+		l.buf = append(l.buf, 'i')
+		l.end(t)
+	}
+}
+
+// Bool adds a point of the current series with a boolean value.
+func (l *Lines) Bool(v bool, t int64) {
+	if l.value() {
+		l.buf = strconv.AppendBool(l.buf, v)
+		l.end(t)
+	}
+}
+
+// String adds a point of the current series with a string value.
+func (l *Lines) String(v string, t int64) {
+	if l.value() {
+		l.buf = appendString(l.buf, v)
+		l.end(t)
+	}
+}
+
 // add appends p as a line, or returns an error wrapping ErrInvalidPoint.
 func (l *lineBuf) add(p *Point) error {
 	start := len(l.buf)

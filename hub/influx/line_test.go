@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -79,6 +80,63 @@ func TestSeriesKeyReuse(t *testing.T) {
 	want := "m,a=x\\ y v=1 1\nm,a=x\\ y v=2 1\nm,a=z v=3 1\nm,a=z v=4 1\nn,a=z v=5 1\nn v=6 1\n"
 	if string(l.buf) != want || len(l.ends) != 6 || l.ends[5] != len(want) {
 		t.Fatalf("got %q %v, want %q", l.buf, l.ends, want)
+	}
+}
+
+// TestLinesSeries checks that a series of bare values renders exactly the
+// lines of the same single-field Points, and counts invalid ones the same.
+func TestLinesSeries(t *testing.T) {
+	type series struct {
+		m     string
+		tags  []Tag
+		field string
+		vals  []any // Decimal, float64, int64, bool, string
+	}
+	all := []series{
+		{"temperature", []Tag{{"device", "gw 1"}, {"sensor", "bme280"}, {"unit", "C"}}, "value",
+			[]any{Decimal{2137, -2}, Decimal{-5, -3}, Decimal{0, 2}, Decimal{7, 2}, 21.375, math.Copysign(0, -1)}},
+		{"m,x", []Tag{{"k=", ""}, {"z", "a b"}}, "f ,=", []any{int64(-3), true, `say "hi"\`, 1e21}},
+		{"bad", []Tag{{"k", `trailing\`}}, "value", []any{Decimal{1, 0}, int64(2)}}, // invalid series
+		{"m", nil, "value", []any{math.NaN(), Decimal{1, 19}, math.Inf(1), 3.5}},    // invalid values
+		{"m", nil, "", []any{1.0}}, // empty field key
+		{"after", []Tag{{"a", "1"}}, "value", []any{false}},
+	}
+	var viaSeries, viaPoints Lines
+	for _, s := range all {
+		viaSeries.Series(s.m, s.tags, s.field)
+		for i, v := range s.vals {
+			ts := int64(1000 + i)
+			switch v := v.(type) {
+			case Decimal:
+				viaSeries.Decimal(v, ts)
+			case float64:
+				viaSeries.Float(v, ts)
+			case int64:
+				viaSeries.Int(v, ts)
+			case bool:
+				viaSeries.Bool(v, ts)
+			case string:
+				viaSeries.String(v, ts)
+			}
+			viaPoints.Add(&Point{Measurement: s.m, Tags: s.tags, Fields: []Field{{s.field, v}}, Time: ts})
+		}
+	}
+	if string(viaSeries.buf) != string(viaPoints.buf) || fmt.Sprint(viaSeries.ends) != fmt.Sprint(viaPoints.ends) {
+		t.Fatalf("series rendered\n%s%v\npoints rendered\n%s%v", viaSeries.buf, viaSeries.ends, viaPoints.buf, viaPoints.ends)
+	}
+	if viaSeries.invalid != 6 || viaPoints.invalid != 6 || viaSeries.Len() != 18 {
+		t.Fatalf("invalid %d and %d, len %d; want 6, 6 and 18", viaSeries.invalid, viaPoints.invalid, viaSeries.Len())
+	}
+	if !errors.Is(viaSeries.first, ErrInvalidPoint) || !strings.HasPrefix(viaSeries.first.Error(), "point 10: invalid point: tag value") {
+		t.Fatalf("first error %v", viaSeries.first)
+	}
+	want := "temperature,device=gw\\ 1,sensor=bme280,unit=C value=21.37 1000\n"
+	if got := string(viaSeries.buf[:viaSeries.ends[0]]); got != want {
+		t.Fatalf("first line %q, want %q", got, want)
+	}
+	viaSeries.Reset()
+	if viaSeries.Len() != 0 || len(viaSeries.buf) != 0 || viaSeries.first != nil {
+		t.Fatalf("after Reset: %+v", viaSeries)
 	}
 }
 

@@ -43,6 +43,7 @@ import (
 // Writer stores points in InfluxDB (hub/influx.Writer).
 type Writer interface {
 	Write(ctx context.Context, points []influx.Point) error
+	WriteLines(ctx context.Context, lines *influx.Lines) error
 	Ping(ctx context.Context) error
 }
 
@@ -337,7 +338,7 @@ func (h *Hub) InfluxRefused() bool { return h.influxRefused.Load() }
 // worker decodes messages and writes raw points.
 func (h *Hub) worker(ctx context.Context) {
 	codec := protocol.NewCodec(h.o.Limits)
-	var points []influx.Point
+	lines := new(influx.Lines)
 	for {
 		var m paho.Message
 		select {
@@ -345,7 +346,7 @@ func (h *Hub) worker(ctx context.Context) {
 			return
 		case m = <-h.in:
 		}
-		r := h.prepare(ctx, codec, m, &points)
+		r := h.prepare(ctx, codec, m, lines)
 		if r == nil {
 			continue
 		}
@@ -359,7 +360,7 @@ func (h *Hub) worker(ctx context.Context) {
 
 // prepare turns a message into a record for the committer, writing raw
 // points on the way. It returns nil for messages fully handled here.
-func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message, points *[]influx.Point) *record {
+func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message, lines *influx.Lines) *record {
 	r := &record{msg: m}
 	if c := h.client.Load(); c != nil {
 		r.client = *c
@@ -410,9 +411,10 @@ func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message
 		return nil
 	})
 	if !settled {
-		*points = rawPoints((*points)[:0], b)
+		lines.Reset()
+		rawLines(lines, b)
 		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-			err := h.o.Influx.Write(ctx, *points)
+			err := h.o.Influx.WriteLines(ctx, lines)
 			var rej *influx.RejectedError
 			switch {
 			case err == nil:

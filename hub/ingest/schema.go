@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"slices"
 	"strconv"
 	"time"
 
@@ -47,45 +46,45 @@ func sortTags(tags []influx.Tag) {
 	}
 }
 
-// rawPoints renders a batch's readings (and its gap notice) as points.
-// Floats at a resolution go as their decimal text (exact, and much cheaper
-// to render than the shortest float text); one Field array serves the batch.
-func rawPoints(dst []influx.Point, b *protocol.Batch) []influx.Point {
-	fields := make([]influx.Field, b.Readings())
-	dst = slices.Grow(dst, len(fields)+1)
-	k := 0
+// rawLines renders a batch's readings (and its gap notice) into l, series
+// by series. Floats at a resolution go as their decimal text (exact, and
+// much cheaper to render than the shortest float text).
+func rawLines(l *influx.Lines, b *protocol.Batch) {
 	for i := range b.Series {
 		s := &b.Series[i]
-		tags := seriesTags(b.Device, s)
-		exp, decimal := int8(0), false
-		if s.Type == protocol.Float && s.Resolution != 0 {
-			e, err := protocol.ResolutionExp(s.Resolution)
-			exp, decimal = e, err == nil
-		}
-		for j, t := range s.Times {
-			f := &fields[k]
-			f.Key = "value"
-			switch s.Type {
-			case protocol.Float:
-				f.Value = s.Floats[j]
+		l.Series(s.Metric, seriesTags(b.Device, s), "value")
+		switch s.Type {
+		case protocol.Float:
+			exp, decimal := int8(0), false
+			if s.Resolution != 0 {
+				e, err := protocol.ResolutionExp(s.Resolution)
+				exp, decimal = e, err == nil
+			}
+			for j, t := range s.Times {
 				if decimal {
 					if u, ok := protocol.Decimal(s.Floats[j], exp); ok {
-						f.Value = influx.Decimal{Units: u, Exp: exp}
+						l.Decimal(influx.Decimal{Units: u, Exp: exp}, t)
+						continue
 					}
 				}
-			case protocol.Int:
-				f.Value = s.Ints[j]
-			case protocol.Bool:
-				f.Value = s.Bools[j]
-			case protocol.String:
-				f.Value = s.Strings[j]
+				l.Float(s.Floats[j], t)
 			}
-			dst = append(dst, influx.Point{Measurement: s.Metric, Tags: tags, Fields: fields[k : k+1 : k+1], Time: t})
-			k++
+		case protocol.Int:
+			for j, t := range s.Times {
+				l.Int(s.Ints[j], t)
+			}
+		case protocol.Bool:
+			for j, t := range s.Times {
+				l.Bool(s.Bools[j], t)
+			}
+		case protocol.String:
+			for j, t := range s.Times {
+				l.String(s.Strings[j], t)
+			}
 		}
 	}
 	if g := b.Gap; g != nil {
-		dst = append(dst, influx.Point{Measurement: GapMeasurement, Tags: []influx.Tag{{Key: "device", Value: b.Device}},
+		l.Add(&influx.Point{Measurement: GapMeasurement, Tags: []influx.Tag{{Key: "device", Value: b.Device}},
 			Fields: []influx.Field{
 				{Key: "epoch", Value: strconv.FormatUint(b.Epoch, 16)},
 				{Key: "first_time", Value: g.FirstTime},
@@ -95,10 +94,11 @@ func rawPoints(dst []influx.Point, b *protocol.Batch) []influx.Point {
 				{Key: "seqs", Value: int64(g.SeqCount())},
 			}, Time: b.SealTime})
 		if g.Readings > 0 {
-			dst = qualityPoints(dst, quality.DroppedEvents(b.Device, g.Readings, g.FirstTime, g.LastTime))
+			for _, p := range qualityPoints(nil, quality.DroppedEvents(b.Device, g.Readings, g.FirstTime, g.LastTime)) {
+				l.Add(&p)
+			}
 		}
 	}
-	return dst
 }
 
 // WindowName is how a window size appears in measurement names: 1m, 1h, 1d.
