@@ -12,6 +12,11 @@
 //	        ledger is skipped: redeliveries never double count)
 //	ack to the agent, then PUBACK to the broker
 //
+// The batches waiting in the intake travel together: a worker writes their
+// raw points in one InfluxDB request and hands them on as a group, which
+// the committer applies in one transaction. A fleet's backlog of small
+// batches then costs a few requests and commits, not one per batch.
+//
 // A crash before the commit leaves the message unacked at the broker (a
 // persistent session): it is redelivered, the raw write repeats harmlessly,
 // and the commit happens once. A crash after the commit and before the ack
@@ -144,6 +149,7 @@ type record struct {
 	seq    uint64
 	reason string
 	detail string
+	raw    bool // its raw points are written by the worker (not a redelivery)
 	// set by the committer
 	ack *protocol.Ack
 }
@@ -335,10 +341,20 @@ func (h *Hub) Connected() bool { return h.connected.Load() }
 // (credentials or bucket), as opposed to being down.
 func (h *Hub) InfluxRefused() bool { return h.influxRefused.Load() }
 
-// worker decodes messages and writes raw points.
+// Raw writes coalesce the batches waiting in the intake, up to these
+// bounds: one InfluxDB request (and, downstream, one group commit) then
+// carries many small batches, such as a fleet's backlog after an outage.
+// Nothing waits for a group to fill.
+const (
+	coalesceLines   = 5000
+	coalesceBatches = 256
+)
+
+// worker decodes messages and writes their raw points, a group at a time.
 func (h *Hub) worker(ctx context.Context) {
 	codec := protocol.NewCodec(h.o.Limits)
 	lines := new(influx.Lines)
+	var group []*record
 	for {
 		var m paho.Message
 		select {
@@ -346,21 +362,34 @@ func (h *Hub) worker(ctx context.Context) {
 			return
 		case m = <-h.in:
 		}
-		r := h.prepare(ctx, codec, m, lines)
-		if r == nil {
-			continue
+		lines.Reset()
+		group = h.take(ctx, codec, m, lines, group[:0])
+	more:
+		for lines.Len() < coalesceLines && len(group) < coalesceBatches {
+			select {
+			case m = <-h.in:
+				group = h.take(ctx, codec, m, lines, group)
+			default:
+				break more
+			}
 		}
-		select {
-		case h.done <- r:
-		case <-ctx.Done():
-			return
+		if !h.writeRaw(ctx, lines, group) {
+			return // stopping: the messages stay unacked and come back
 		}
+		for _, r := range group {
+			select {
+			case h.done <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+		clear(group) // let the batches go
 	}
 }
 
-// prepare turns a message into a record for the committer, writing raw
-// points on the way. It returns nil for messages fully handled here.
-func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message, lines *influx.Lines) *record {
+// take decodes a message into a record for the committer and renders its
+// raw points into lines; it appends nothing for messages fully handled here.
+func (h *Hub) take(ctx context.Context, codec *protocol.Codec, m paho.Message, lines *influx.Lines, group []*record) []*record {
 	r := &record{msg: m}
 	if c := h.client.Load(); c != nil {
 		r.client = *c
@@ -368,7 +397,7 @@ func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message
 	device, kind, err := h.o.Topics.Parse(m.Topic())
 	if err != nil {
 		r.kind, r.reason, r.detail = kindDrop, "bad_topic", err.Error()
-		return r
+		return append(group, r)
 	}
 	r.device = device
 	if kind == protocol.TopicStatus {
@@ -380,11 +409,11 @@ func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message
 			}
 		}
 		m.Ack()
-		return nil
+		return group
 	}
 	if kind != protocol.TopicBatch {
 		m.Ack()
-		return nil
+		return group
 	}
 	b := new(protocol.Batch)
 	if err := codec.DecodeBatch(m.Payload(), b); err != nil {
@@ -392,56 +421,87 @@ func (h *Hub) prepare(ctx context.Context, codec *protocol.Codec, m paho.Message
 		d, e, s, perr := codec.PeekHeader(m.Payload())
 		if perr != nil || d != device {
 			r.kind = kindDrop
-			return r
+			return append(group, r)
 		}
 		r.kind, r.epoch, r.seq = kindReject, e, s
-		return r
+		return append(group, r)
 	}
 	r.epoch, r.seq, r.batch = b.Epoch, b.Seq, b
 	if b.Device != device {
 		r.kind, r.reason, r.detail = kindDrop, "device_mismatch", fmt.Sprintf("batch of %q on the topic of %q", b.Device, device)
-		return r
+		return append(group, r)
 	}
 	h.fleet.batch(b, h.o.Now())
+	r.kind = kindApply
 	// Skip the raw write for a batch already applied (a redelivery).
-	settled := false
 	h.o.DB.View(func(tx *bolt.Tx) error {
 		st, err := ledger.Load(tx, device, b.Epoch)
-		settled = err == nil && st.Settled(b.Seq)
+		r.raw = !(err == nil && st.Settled(b.Seq))
 		return nil
 	})
-	if !settled {
-		lines.Reset()
+	if r.raw {
 		rawLines(lines, b)
-		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-			err := h.o.Influx.WriteLines(ctx, lines)
-			var rej *influx.RejectedError
-			switch {
-			case err == nil:
-				h.influxRefused.Store(false)
-			case errors.As(err, &rej):
-				r.kind, r.reason, r.detail = kindReject, "influx_rejected", err.Error()
-				return r
-			case ctx.Err() != nil:
-				return nil // stopping: the message stays unacked and comes back
-			default:
-				// InfluxDB refuses us (wrong token, missing bucket): not the
-				// batch's fault. Hold it, say so, and try again.
-				h.influxRefused.Store(true)
-				h.log.Error("InfluxDB refuses the hub's writes; holding the batch", "err", err, "retry_in", wait)
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(wait):
-				}
-				continue
-			}
-			break
-		}
-		h.o.Failpoint("after-raw-write")
 	}
-	r.kind = kindApply
-	return r
+	return append(group, r)
+}
+
+// writeRaw writes the raw points of a group's batches (lines), and returns
+// once they are stored or refused for their data: then the batches that
+// hold refused points become rejections. While InfluxDB refuses the hub
+// itself (wrong token, missing bucket) it holds the group and retries. It
+// returns false if ctx ended first.
+func (h *Hub) writeRaw(ctx context.Context, lines *influx.Lines, group []*record) bool {
+	if lines.Len() == 0 {
+		return true
+	}
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		err := h.o.Influx.WriteLines(ctx, lines)
+		var rej *influx.RejectedError
+		switch {
+		case err == nil:
+			h.influxRefused.Store(false)
+			h.o.Failpoint("after-raw-write")
+			return true
+		case errors.As(err, &rej):
+			return h.blame(ctx, group, err)
+		case ctx.Err() != nil:
+			return false
+		}
+		// InfluxDB refuses us (wrong token, missing bucket): not the
+		// batches' fault. Hold them, say so, and try again.
+		h.influxRefused.Store(true)
+		h.log.Error("InfluxDB refuses the hub's writes; holding the batches", "err", err, "batches", len(group), "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// blame finds the batches whose points InfluxDB refused (err) by writing
+// each raw batch of the group alone (writing a point again is harmless),
+// and makes them rejections.
+func (h *Hub) blame(ctx context.Context, group []*record, err error) bool {
+	var raw []*record
+	for _, r := range group {
+		if r.raw {
+			raw = append(raw, r)
+		}
+	}
+	if len(raw) == 1 {
+		raw[0].kind, raw[0].reason, raw[0].detail = kindReject, "influx_rejected", err.Error()
+		return true
+	}
+	one := new(influx.Lines)
+	for _, r := range raw {
+		one.Reset()
+		rawLines(one, r.batch)
+		if !h.writeRaw(ctx, one, []*record{r}) {
+			return false
+		}
+	}
+	return true
 }
 
 func reasonOf(err error, otherwise string) string {
