@@ -360,6 +360,48 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
+// TestInfluxRejects: a batch InfluxDB refuses for its data (here an
+// integer field where the measurement holds floats) is acked as rejected
+// with reason influx_rejected and kept as a dead letter, and the batches
+// around it are stored.
+func TestInfluxRejects(t *testing.T) {
+	r := startHub(t)
+	r.publish("gw-f", batches(t, "gw-f", 1, 1, base, []float64{21, 22, 23}, 3)[0])
+	r.waitStat("readings", 3)
+	p, _ := protocol.NewPacker("gw-i", protocol.Limits{})
+	for i := range 4 {
+		if err := p.Add(&protocol.Reading{Sensor: "bme280", Metric: "temperature", Unit: "C", Type: protocol.Int, Time: base.Add(time.Duration(i) * time.Second).UnixNano(), Int: 21}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, data, err := p.Seal(protocol.Header{Epoch: 3, Seq: 1, SealTime: base.UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.publish("gw-i", data)
+	r.publish("gw-g", batches(t, "gw-g", 1, 1, base, []float64{24, 25}, 2)[0])
+	testsvc.WaitFor(t, 10*time.Second, "gw-i's batch acked as rejected", func() error {
+		for _, a := range r.ackList("gw-i") {
+			if a.Epoch == 3 && a.Through == 1 && len(a.Rejected) == 1 && a.Rejected[0].Seq == 1 && a.Rejected[0].Reason == "influx_rejected" {
+				return nil
+			}
+		}
+		return fmt.Errorf("acks %+v", r.ackList("gw-i"))
+	})
+	r.waitStat("rejections:influx_rejected", 1)
+	r.waitStat("readings", 5)
+	if n := r.count("temperature", "gw-g", "value"); n != 2 {
+		t.Fatalf("gw-g: %d rows, want 2", n)
+	}
+	dl, err := r.h.Ingest().DeadLetters(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 1 || dl[0].Reason != "influx_rejected" || !strings.Contains(dl[0].Detail, "field type conflict") {
+		t.Fatalf("dead letters %+v", dl)
+	}
+}
+
 // TestGapNotice: an agent's gap notice settles the dropped seqs, is counted,
 // and is stored as a freshet_gaps row.
 func TestGapNotice(t *testing.T) {
