@@ -53,6 +53,7 @@ func rawLines(l *influx.Lines, b *protocol.Batch) {
 	for i := range b.Series {
 		s := &b.Series[i]
 		l.Series(s.Metric, seriesTags(b.Device, s), "value")
+		l.Reserve(len(s.Times))
 		switch s.Type {
 		case protocol.Float:
 			exp, decimal := int8(0), false

@@ -53,6 +53,19 @@ var subBuckets = [...]string{"devices", "names", "serieskeys", "series", "data",
 
 type buckets struct {
 	devices, names, seriesKeys, series, data, windows, dirty, ready, quiet *bolt.Bucket
+	// Reused for the lookups of a Merge: Bucket.Get makes a cursor each time.
+	dataC, windowsC *bolt.Cursor
+}
+
+// get looks key up with c, a cursor reused across lookups (each Seek starts
+// from the root, so puts in between are fine). Like Bucket.Get, it returns
+// nil for a missing key.
+func get(c *bolt.Cursor, key []byte) []byte {
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // Init creates the store's buckets (all under the top bucket "window") if
@@ -92,7 +105,7 @@ func openBuckets(tx *bolt.Tx) (*buckets, error) {
 			return nil, fmt.Errorf("%w: bucket %s missing", ErrNotInitialized, name)
 		}
 	}
-	return &buckets{bs[0], bs[1], bs[2], bs[3], bs[4], bs[5], bs[6], bs[7], bs[8]}, nil
+	return &buckets{devices: bs[0], names: bs[1], seriesKeys: bs[2], series: bs[3], data: bs[4], windows: bs[5], dirty: bs[6], ready: bs[7], quiet: bs[8]}, nil
 }
 
 // MergeStats counts what Merge did with a batch's numeric readings.
@@ -193,10 +206,11 @@ func (s *Store) Merge(tx *bolt.Tx, b *protocol.Batch, wallNow time.Time) (MergeS
 	st.Merged = len(pts)
 
 	// Sort by series and time; the stable sort keeps batch order among equal
-	// times, and the last of them wins.
-	slices.SortStableFunc(pts, func(a, b point) int {
-		return cmp.Or(cmp.Compare(a.sid, b.sid), cmp.Compare(a.t, b.t))
-	})
+	// times, and the last of them wins. Batches usually come sorted.
+	byTime := func(a, b point) int { return cmp.Or(cmp.Compare(a.sid, b.sid), cmp.Compare(a.t, b.t)) }
+	if !slices.IsSortedFunc(pts, byTime) {
+		slices.SortStableFunc(pts, byTime)
+	}
 	var nt, ot, mt []int64
 	var nv, ov, mv []uint64
 	touched := make([]int64, len(s.sizes)) // last window start bumped, per size, for sid lastSid
@@ -213,7 +227,10 @@ func (s *Store) Merge(tx *bolt.Tx, b *protocol.Batch, wallNow time.Time) (MergeS
 		}
 		key := blobKey(dev.id, sid, minute)
 		ot, ov = ot[:0], ov[:0]
-		if old := bk.data.Get(key); old != nil {
+		if bk.dataC == nil {
+			bk.dataC = bk.data.Cursor()
+		}
+		if old := get(bk.dataC, key); old != nil {
 			if ot, ov, err = decodeBlob(old, minute, ot, ov); err != nil {
 				return st, fmt.Errorf("merge %s: %w", b.Device, err)
 			}
@@ -367,7 +384,10 @@ func (bk *buckets) seriesID(dev uint32, d *seriesDesc) (uint32, error) {
 func (bk *buckets) touch(dev, sid uint32, size, start int64) (bool, error) {
 	key := windowKey(dev, sid, size, start)
 	var w windowRec
-	if v := bk.windows.Get(key); v != nil {
+	if bk.windowsC == nil {
+		bk.windowsC = bk.windows.Cursor()
+	}
+	if v := get(bk.windowsC, key); v != nil {
 		var err error
 		if w, err = decodeWindowRec(v); err != nil {
 			return false, err

@@ -20,7 +20,7 @@ func Figures(o Options) []Figure {
 	size := &Cmd{Env: []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"},
 		Args: []string{o.Go, "build", "-trimpath", "-ldflags", o.LDFlags, "-o", bin, "./agent/cmd/freshet-agent"}, Size: bin}
 	pipeline := goTest("./hub/ingest", "-bench", "Pipeline", "-benchtime", "5s")
-	cpu := goTest("./hub", "-bench", "EndToEndCPU", "-benchtime", "1x", "-timeout", "10m")
+	cpu := goTest("./hub", "-bench", "EndToEndCPU", "-benchtime", "3x", "-timeout", "10m")
 	drain := goTest("./firmware-sim/bench", "-bench", "BacklogDrain", "-benchtime", "1x", "-timeout", "20m")
 
 	perSec := func(v float64) string { return count(v) + " readings/s" }
