@@ -105,6 +105,10 @@ func openBuckets(tx *bolt.Tx) (*buckets, error) {
 			return nil, fmt.Errorf("%w: bucket %s missing", ErrNotInitialized, name)
 		}
 	}
+	// Each series' minutes and windows are added at the end of its own key
+	// range and then only rewritten, so a page split off the tail is never
+	// filled again: split full, not in halves.
+	bs[4].FillPercent, bs[5].FillPercent = 0.95, 0.95
 	return &buckets{devices: bs[0], names: bs[1], seriesKeys: bs[2], series: bs[3], data: bs[4], windows: bs[5], dirty: bs[6], ready: bs[7], quiet: bs[8]}, nil
 }
 
