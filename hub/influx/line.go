@@ -50,23 +50,29 @@ func appendDecimal(b []byte, d Decimal) []byte {
 		}
 		return b
 	}
-	u := d.Units
-	if u < 0 {
-		b = append(b, '-')
+	// Right to left into tmp: the fraction's digits, the point, the rest.
+	// 20 digits, 18 leading zeros of the fraction, the point, the sign: 40.
+	var tmp [40]byte
+	i, u, k := len(tmp), absU(d.Units), int(-d.Exp)
+	for ; k > 0; k-- {
+		i--
+		tmp[i] = byte('0' + u%10)
+		u /= 10
 	}
-	var tmp [24]byte
-	digits := strconv.AppendUint(tmp[:0], absU(u), 10)
-	k := int(-d.Exp)
-	if len(digits) <= k { // 0.00ddd
-		b = append(b, '0', '.')
-		for range k - len(digits) {
-			b = append(b, '0')
+	i--
+	tmp[i] = '.'
+	for {
+		i--
+		tmp[i] = byte('0' + u%10)
+		if u /= 10; u == 0 {
+			break
 		}
-		return append(b, digits...)
 	}
-	b = append(b, digits[:len(digits)-k]...)
-	b = append(b, '.')
-	return append(b, digits[len(digits)-k:]...)
+	if d.Units < 0 {
+		i--
+		tmp[i] = '-'
+	}
+	return append(b, tmp[i:]...)
 }
 
 func absU(v int64) uint64 {
@@ -114,6 +120,10 @@ type Lines struct {
 	// The current series' "measurement,tags field=" text, or seriesErr.
 	prefix    []byte
 	seriesErr error
+	// The whole seconds of the last time written, and their text: the
+	// readings of a series mostly share or step them.
+	sec     int64
+	secText []byte
 }
 
 // Reset empties l, keeping its memory.
@@ -179,9 +189,51 @@ func (l *Lines) value() bool {
 // end appends the time and ends the line.
 func (l *Lines) end(t int64) {
 	l.buf = append(l.buf, ' ')
-	l.buf = strconv.AppendInt(l.buf, t, 10)
+	l.buf = l.appendTime(l.buf, t)
 	l.buf = append(l.buf, '\n')
 	l.ends = append(l.ends, len(l.buf))
+}
+
+// appendTime appends t's decimal text as its whole seconds, kept from the
+// last time (stepped by one in place, or formatted anew), then nine digits
+// of nanoseconds. It is several times cheaper than formatting 19 digits.
+func (l *Lines) appendTime(b []byte, t int64) []byte {
+	if t < 1e9 {
+		return strconv.AppendInt(b, t, 10)
+	}
+	sec, ns := t/1e9, t%1e9
+	switch {
+	case len(l.secText) > 0 && sec == l.sec:
+	case len(l.secText) > 0 && sec == l.sec+1 && incDecimal(l.secText):
+		l.sec = sec
+	default:
+		l.sec, l.secText = sec, strconv.AppendInt(l.secText[:0], sec, 10)
+	}
+	b = append(b, l.secText...)
+	if ns == 0 {
+		return append(b, "000000000"...)
+	}
+	var tmp [9]byte
+	for i := 8; i >= 0; i-- {
+		tmp[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	return append(b, tmp[:]...)
+}
+
+// incDecimal adds one to the decimal text d in place; false (d unchanged)
+// if that needs another digit.
+func incDecimal(d []byte) bool {
+	for i := len(d) - 1; i >= 0; i-- {
+		if d[i] != '9' {
+			d[i]++
+			for j := i + 1; j < len(d); j++ {
+				d[j] = '0'
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // Decimal adds a point of the current series with a Decimal value at time t

@@ -214,6 +214,30 @@ func TestClassify(t *testing.T) {
 
 // A Decimal is written as text that parses to exactly the float the
 // protocol decodes for that decimal, at every resolution.
+// TestTimeText: Lines renders times as strconv does, whatever the order.
+func TestTimeText(t *testing.T) {
+	var l Lines
+	check := func(ts int64) {
+		t.Helper()
+		if got, want := string(l.appendTime(nil, ts)), strconv.FormatInt(ts, 10); got != want {
+			t.Fatalf("time %d rendered %q", ts, got)
+		}
+	}
+	for _, ts := range []int64{0, 1, -1, 999_999_999, 1e9, 1e9 + 1, math.MinInt64, math.MaxInt64, 999_999_999e9, 1_000_000_000e9} {
+		check(ts)
+	}
+	for ts := int64(999_999_990e9); ts < 1_000_000_010e9; ts += 1e9 / 2 { // steps, across a new digit
+		check(ts)
+	}
+	for ts := int64(1_763_781_299e9 + 7); ts > 1_763_781_200e9; ts -= 1e9 { // backwards
+		check(ts)
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		check(rnd.Int64N(4e18))
+	}
+}
+
 func TestDecimalText(t *testing.T) {
 	for _, c := range []struct {
 		d    Decimal
@@ -221,6 +245,8 @@ func TestDecimalText(t *testing.T) {
 	}{
 		{Decimal{2137, -2}, "21.37"}, {Decimal{-5, -2}, "-0.05"}, {Decimal{0, -2}, "0.00"}, {Decimal{7, -9}, "0.000000007"},
 		{Decimal{-123456, -3}, "-123.456"}, {Decimal{42, 0}, "42"}, {Decimal{42, 3}, "42000"}, {Decimal{0, 3}, "0"},
+		{Decimal{math.MinInt64, -18}, "-9.223372036854775808"}, {Decimal{math.MaxInt64, -1}, "922337203685477580.7"},
+		{Decimal{1, -18}, "0.000000000000000001"}, {Decimal{-10, -1}, "-1.0"},
 	} {
 		if got := string(appendDecimal(nil, c.d)); got != c.want {
 			t.Errorf("%+v: %q, want %q", c.d, got, c.want)
