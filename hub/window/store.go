@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +20,8 @@ import (
 // caller, so a Store is safe for concurrent use as bbolt transactions are.
 type Store struct {
 	opt   Options
-	sizes []int64 // window sizes in ns, ascending
+	sizes []int64   // window sizes in ns, ascending
+	pts   sync.Pool // *[]point: Merge's scratch, a batch's readings
 }
 
 // New validates o and returns a Store. Errors wrap ErrOptions and name the field.
@@ -175,7 +177,13 @@ func (s *Store) Merge(tx *bolt.Tx, b *protocol.Batch, wallNow time.Time) (MergeS
 	}
 
 	wm := dev.wm
-	pts := make([]point, 0, b.Readings())
+	scratch, _ := s.pts.Get().(*[]point)
+	if scratch == nil {
+		scratch = new([]point)
+	}
+	defer s.pts.Put(scratch)
+	pts := slices.Grow((*scratch)[:0], b.Readings())
+	defer func() { *scratch = pts[:0] }()
 	for i := range b.Series {
 		sr := &b.Series[i]
 		for _, t := range sr.Times {
