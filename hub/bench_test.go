@@ -2,10 +2,12 @@ package hub_test
 
 import (
 	"fmt"
+	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
@@ -17,6 +19,9 @@ import (
 // Each iteration sends new devices' readings, so that -benchtime Nx
 // averages N equal runs (this figure is noisy on a small machine).
 func BenchmarkEndToEndCPU(b *testing.B) {
+	// freshet-hub runs at its memory.gc_percent, DefaultGCPercent unless
+	// configured; the hub here runs in the test process, so set it alike.
+	defer debug.SetGCPercent(debug.SetGCPercent(hub.DefaultGCPercent))
 	r := startHub(b)
 	const devices, perDevice = 8, 125_000
 	vals := make([]float64, perDevice)

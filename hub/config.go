@@ -35,7 +35,24 @@ type Config struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+	Memory MemoryConfig `yaml:"memory"`
 }
+
+// MemoryConfig tunes the Go runtime. freshet-hub applies it to its process;
+// a Hub in a bigger program leaves it to that program.
+type MemoryConfig struct {
+	// GCPercent is how far the heap may grow between two collections, in
+	// percent of what is live, as GOGC (which it overrides). Default 200:
+	// the hub allocates per reading and has memory to spare, and against
+	// Go's 100 this takes some 5-10 % off its CPU per reading (half the
+	// collections; BenchmarkEndToEndCPU), for a peak heap there of 81 MB
+	// against 55.
+	// 10..1000.
+	GCPercent int `yaml:"gc_percent"`
+}
+
+// DefaultGCPercent is MemoryConfig.GCPercent's default.
+const DefaultGCPercent = 200
 
 // BrokerConfig is the broker side.
 type BrokerConfig struct {
@@ -209,6 +226,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Dead == 0 {
 		c.Dead = 1000
+	}
+	if c.Memory.GCPercent == 0 {
+		c.Memory.GCPercent = DefaultGCPercent
+	}
+	if c.Memory.GCPercent < 10 || c.Memory.GCPercent > 1000 {
+		return bad("memory.gc_percent", "%d: want 10..1000", c.Memory.GCPercent)
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9274"

@@ -41,7 +41,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Broker.MaxInflight != 1000 || len(c.Windows.Sizes) != 2 || c.Influx.BatchLines != 5000 {
+	if c.Broker.MaxInflight != 1000 || len(c.Windows.Sizes) != 2 || c.Influx.BatchLines != 5000 || c.Memory.GCPercent != hub.DefaultGCPercent {
 		t.Fatalf("example decoded to %+v", c)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,6 +46,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "freshet-hub:", err)
 		os.Exit(2)
 	}
+	debug.SetGCPercent(cfg.Memory.GCPercent)
 	if *check {
 		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\n",
 			cfg.DataDir, brokerDesc(cfg), cfg.Influx.URL, cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
