@@ -63,6 +63,22 @@ func (ob *Outbox) Commit() error {
 	if ob.closed {
 		return ErrClosed
 	}
+	if ob.stale {
+		if err := ob.reload(); err != nil {
+			ob.stats.CommitErrors++
+			return fmt.Errorf("outbox: rebuild state after a failed commit: %w", err)
+		}
+	}
+	if ob.failing && (ob.settledThrough > 0 || len(ob.settled) > 0) {
+		// The last commit failed, perhaps for a full disk: delete what the
+		// hub acked in a transaction of its own first. It needs only a few
+		// pages, and the pages it frees make room for the next one.
+		if err := ob.commitSettled(); err != nil {
+			ob.stats.CommitErrors++
+			ob.log.Error("outbox: deleting acked batches failed; readings stay queued", "err", err, "readings", len(ob.pending))
+			return err
+		}
+	}
 	taken := ob.pending
 	ob.pending = nil
 	memGap := ob.memGap
@@ -115,11 +131,9 @@ func (ob *Outbox) Commit() error {
 	if err != nil {
 		ob.stats.CommitErrors++
 		ob.log.Error("outbox commit failed; readings stay queued", "err", err, "readings", len(taken))
-		// Restore: the transaction rolled back; rebuild memory from disk and
-		// requeue what was taken (bounded, the rest counted as dropped).
-		if rerr := ob.reload(); rerr != nil {
-			return errors.Join(err, fmt.Errorf("reload after failed commit: %w", rerr))
-		}
+		// The transaction rolled back. Requeue what was taken (bounded, the
+		// rest counted as dropped) whatever else fails, then rebuild memory
+		// from disk, reading only: a full disk fails every write.
 		ob.memGap.Merge(&memGap)
 		requeue := append(taken, ob.pending...)
 		ob.pending = nil
@@ -128,9 +142,14 @@ func (ob *Outbox) Commit() error {
 			requeue = requeue[:ob.o.MaxPending]
 		}
 		ob.pending = requeue
+		ob.failing = true
+		if rerr := ob.reload(); rerr != nil {
+			return errors.Join(err, fmt.Errorf("reload after failed commit: %w", rerr))
+		}
 		return err
 	}
 	clear(ob.settled)
+	ob.failing = false
 	ob.stats.Commits++
 	ob.stats.Committed += uint64(len(committed))
 	ob.stats.Settled += d.settled
@@ -145,8 +164,29 @@ func (ob *Outbox) Commit() error {
 	return nil
 }
 
-// reload rebuilds the in-memory state from the file after a failed transaction.
+// commitSettled deletes the batches acks settled, alone in a transaction.
+func (ob *Outbox) commitSettled() error {
+	var d delta
+	err := ob.db.Update(func(tx *bolt.Tx) error {
+		if err := ob.applySettled(tx, &d); err != nil {
+			return err
+		}
+		return ob.saveState(tx)
+	})
+	if err != nil {
+		return errors.Join(err, ob.reload())
+	}
+	clear(ob.settled)
+	ob.stats.Settled += d.settled
+	ob.stats.Rejected += d.rejected
+	return nil
+}
+
+// reload rebuilds the in-memory state from the file after a failed
+// transaction, without writing: the failure may be a full disk. Until it
+// succeeds the state is stale and Commit retries it first.
 func (ob *Outbox) reload() error {
+	ob.stale = true
 	if err := ob.db.View(func(tx *bolt.Tx) error {
 		st, err := loadState(tx)
 		ob.st = st
@@ -154,7 +194,21 @@ func (ob *Outbox) reload() error {
 	}); err != nil {
 		return err
 	}
-	return ob.replayChunks()
+	readings, err := ob.readChunks()
+	if err != nil {
+		return err
+	}
+	// These readings filled the open batch before: they fit it again.
+	for i := range readings {
+		if err := ob.packer.Add(&readings[i]); err != nil {
+			return fmt.Errorf("rebuild the open batch: %w", err)
+		}
+	}
+	if len(readings) > 0 {
+		ob.openSince = ob.now()
+	}
+	ob.stale = false
+	return nil
 }
 
 func (ob *Outbox) gap() *protocol.Gap {

@@ -33,6 +33,15 @@
 // leases, so it rarely costs a sync); only batches above it are dropped.
 // Batches below it are bounded by the forwarder's in-flight window.
 //
+// # A full disk
+//
+// A commit that fails (ENOSPC, or any write error) rolls back whole: its
+// readings are queued again (up to MaxPending, the rest dropped and
+// counted) and memory is rebuilt from the file by reading only. While
+// commits fail, the batches the hub acked are deleted first in a
+// transaction of their own, which needs few pages and frees the ones the
+// next commit needs.
+//
 // # Epochs and corruption
 //
 // A new outbox draws a random epoch; seqs start at 1 in it. A file that bbolt

@@ -115,6 +115,9 @@ type Outbox struct {
 	memGap protocol.Gap
 	stats  Stats
 	closed bool
+	stale  bool // memory is not yet rebuilt after a failed commit
+	// failing: the last commit failed; acked batches go first, alone.
+	failing bool
 }
 
 // state is what lives in the meta bucket.
@@ -352,8 +355,9 @@ func (ob *Outbox) saveState(tx *bolt.Tx) error {
 	return m.Put([]byte("gap"), encodeGap(st.gap))
 }
 
-// replayChunks rebuilds the open batch from its chunks after (re)opening.
-func (ob *Outbox) replayChunks() error {
+// readChunks empties the open batch in memory and returns the readings of
+// its chunks on disk.
+func (ob *Outbox) readChunks() ([]protocol.Reading, error) {
 	ob.packer.Reset()
 	ob.chunk = ob.chunk[:0]
 	ob.openSince = time.Time{}
@@ -369,6 +373,12 @@ func (ob *Outbox) replayChunks() error {
 			return nil
 		})
 	})
+	return readings, err
+}
+
+// replayChunks rebuilds the open batch from its chunks after (re)opening.
+func (ob *Outbox) replayChunks() error {
+	readings, err := ob.readChunks()
 	if err != nil {
 		return err
 	}
