@@ -150,8 +150,21 @@ func (ob *Outbox) Stats() Stats {
 	return s
 }
 
+// LostError is Close's report of readings it could not keep: queued ones
+// that no Commit stored (the last one failed, e.g. on a full disk), and
+// dropped ones whose gap notice no Commit stored. They are lost and no gap
+// notice will tell the hub.
+type LostError struct {
+	Queued, Unreported uint64
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("outbox: closed with %d readings never committed and %d dropped ones never reported: both are lost", e.Queued, e.Unreported)
+}
+
 // Close marks a clean shutdown and closes the file. Call Commit first to
-// keep queued readings; Close does not commit them.
+// keep queued readings; Close does not commit them, and reports them in a
+// *LostError.
 func (ob *Outbox) Close() error {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
@@ -159,13 +172,18 @@ func (ob *Outbox) Close() error {
 		return nil
 	}
 	ob.closed = true
+	var lost error
+	if len(ob.pending) > 0 || ob.memGap.Readings > 0 {
+		lost = &LostError{Queued: uint64(len(ob.pending)), Unreported: ob.memGap.Readings}
+		ob.log.Error("outbox: closing with readings it could not keep", "err", lost)
+	}
 	err := ob.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put([]byte("clean"), []byte{1})
 	})
 	if cerr := ob.db.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return errors.Join(lost, err)
 }
 
 // Backlog is a shorthand for Stats().Backlog.

@@ -50,6 +50,21 @@ func readingsGap(rs []protocol.Reading) *protocol.Gap {
 // delta collects counter changes of one transaction, applied only if it commits.
 type delta struct {
 	settled, rejected, dropped, invalid, sealed uint64
+	rejectedSeqs                                []uint64 // deleted batches the hub rejected
+	droppedNewest                               int
+}
+
+// settle applies what a committed transaction did to the acks kept in
+// memory: the settled batches are gone from disk.
+func (ob *Outbox) settle(d *delta) {
+	clear(ob.settled)
+	ob.deletedThrough = ob.settledThrough
+	for _, seq := range d.rejectedSeqs {
+		ob.log.Error("hub rejected a batch: its readings are lost", "seq", seq, "reason", ob.rejected[seq])
+		delete(ob.rejected, seq)
+	}
+	ob.stats.Settled += d.settled
+	ob.stats.Rejected += d.rejected
 }
 
 // Commit makes the queued readings durable in one transaction: it packs them
@@ -69,7 +84,7 @@ func (ob *Outbox) Commit() error {
 			return fmt.Errorf("outbox: rebuild state after a failed commit: %w", err)
 		}
 	}
-	if ob.failing && (ob.settledThrough > 0 || len(ob.settled) > 0) {
+	if ob.failing && (ob.settledThrough > ob.deletedThrough || len(ob.settled) > 0) {
 		// The last commit failed, perhaps for a full disk: delete what the
 		// hub acked in a transaction of its own first. It needs only a few
 		// pages, and the pages it frees make room for the next one.
@@ -94,20 +109,23 @@ func (ob *Outbox) Commit() error {
 			ob.gap().Merge(&memGap)
 			d.dropped += memGap.Readings
 		}
-		if ob.o.Policy == DropNewest && len(taken) > 0 && int64(ob.st.bytes+ob.st.openBytes) >= ob.o.MaxBytes {
-			ob.gap().Merge(readingsGap(taken))
-			d.dropped += uint64(len(taken))
-			ob.log.Warn("outbox full: new readings dropped (drop_newest)", "readings", len(taken), "backlog_bytes", ob.st.bytes+ob.st.openBytes)
-			taken = nil
+		// add, not taken, changes: should the transaction fail, all of
+		// taken is queued again.
+		add := taken
+		if ob.o.Policy == DropNewest && len(add) > 0 && int64(ob.st.bytes+ob.st.openBytes) >= ob.o.MaxBytes {
+			ob.gap().Merge(readingsGap(add))
+			d.dropped += uint64(len(add))
+			d.droppedNewest = len(add)
+			add = nil
 		}
-		committed = make([]protocol.Reading, 0, len(taken))
-		for i := range taken {
-			ok, err := ob.addToOpen(tx, &taken[i], &d, now)
+		committed = make([]protocol.Reading, 0, len(add))
+		for i := range add {
+			ok, err := ob.addToOpen(tx, &add[i], &d, now)
 			if err != nil {
 				return err
 			}
 			if ok {
-				committed = append(committed, taken[i])
+				committed = append(committed, add[i])
 			}
 		}
 		if err := ob.writeChunk(tx); err != nil {
@@ -126,7 +144,11 @@ func (ob *Outbox) Commit() error {
 				return err
 			}
 		}
-		return ob.saveState(tx)
+		ob.st.dropped += d.dropped // saved with the rest; a failed commit reloads it
+		if err := ob.saveState(tx); err != nil {
+			return err
+		}
+		return ob.failNow()
 	})
 	if err != nil {
 		ob.stats.CommitErrors++
@@ -148,16 +170,16 @@ func (ob *Outbox) Commit() error {
 		}
 		return err
 	}
-	clear(ob.settled)
+	ob.settle(&d)
 	ob.failing = false
+	if d.droppedNewest > 0 {
+		ob.log.Warn("outbox full: new readings dropped (drop_newest)", "readings", d.droppedNewest, "backlog_bytes", ob.st.bytes+ob.st.openBytes)
+	}
 	ob.stats.Commits++
 	ob.stats.Committed += uint64(len(committed))
-	ob.stats.Settled += d.settled
-	ob.stats.Rejected += d.rejected
 	ob.stats.Dropped += d.dropped - memGap.Readings // memory drops were counted when they happened
 	ob.stats.Invalid += d.invalid
 	ob.stats.SealedBatches += d.sealed
-	ob.st.dropped += d.dropped
 	if ob.o.OnCommit != nil && len(committed) > 0 {
 		ob.o.OnCommit(committed)
 	}
@@ -171,14 +193,15 @@ func (ob *Outbox) commitSettled() error {
 		if err := ob.applySettled(tx, &d); err != nil {
 			return err
 		}
-		return ob.saveState(tx)
+		if err := ob.saveState(tx); err != nil {
+			return err
+		}
+		return ob.failNow()
 	})
 	if err != nil {
 		return errors.Join(err, ob.reload())
 	}
-	clear(ob.settled)
-	ob.stats.Settled += d.settled
-	ob.stats.Rejected += d.rejected
+	ob.settle(&d)
 	return nil
 }
 
@@ -333,10 +356,9 @@ func (ob *Outbox) applySettled(tx *bolt.Tx, d *delta) error {
 		ob.st.readings -= n
 		ob.st.bytes -= uint64(len(v))
 		d.settled += n
-		if reason, ok := ob.rejected[seq]; ok {
+		if _, ok := ob.rejected[seq]; ok {
 			d.rejected += n
-			ob.log.Error("hub rejected a batch: its readings are lost", "seq", seq, "readings", n, "reason", reason)
-			delete(ob.rejected, seq)
+			d.rejectedSeqs = append(d.rejectedSeqs, seq)
 		}
 		return bk.Delete(u64(seq))
 	}

@@ -20,10 +20,12 @@ import (
 const diskFullEnv = "FRESHET_TEST_DISKFULL_DIR"
 
 // TestDiskFull fills a real, tiny filesystem (a 1 MB tmpfs in a user and
-// mount namespace of its own: no root needed) under a running outbox. The
-// commits that hit ENOSPC fail and keep their readings queued; the hub's
-// acks then free the disk and committing resumes; every reading added is
-// committed or counted as dropped, and the file reopens consistent.
+// mount namespace of its own: no root needed) under a running outbox,
+// three times. The commits that hit ENOSPC fail and keep their readings
+// queued; the hub's acks free the disk and committing resumes; closed while
+// full, the outbox reports what it loses and opens again on the full disk.
+// Every reading added is delivered exactly once, counted in a gap notice,
+// or reported lost by Close.
 func TestDiskFull(t *testing.T) {
 	if dir := os.Getenv(diskFullEnv); dir != "" {
 		diskFullScenario(t, dir)
@@ -108,6 +110,9 @@ func diskFullScenario(t *testing.T, dir string) {
 			}
 		}
 	}
+	// fill commits until the disk is full, then goes on reading while it
+	// is: commits fail (or squeeze into freed pages), readings wait in
+	// memory up to MaxPending and the rest are counted.
 	fill := func() {
 		t.Helper()
 		var full error
@@ -119,8 +124,6 @@ func diskFullScenario(t *testing.T, dir string) {
 			t.Fatalf("the disk never filled: last commit error %v", full)
 		}
 		t.Logf("disk full at %d readings: %v; stats %+v", added, full, ob.Stats())
-		// It stays full for a while: commits fail (or squeeze into freed
-		// pages), readings wait in memory up to MaxPending, the rest counted.
 		failed := 0
 		for range 20 {
 			add(500)
@@ -128,36 +131,44 @@ func diskFullScenario(t *testing.T, dir string) {
 				failed++
 			}
 		}
-		t.Logf("while full, %d of 20 commits failed; stats %+v", failed, ob.Stats())
-		// The hub acks what was sealed; the deletes free the disk and
-		// committing resumes.
+		t.Logf("while full, %d of 20 commits failed", failed)
+	}
+	// recover: the hub acks what was sealed; deleting it frees the disk
+	// and committing resumes.
+	recover := func() {
+		t.Helper()
 		hub()
 		var err error
 		for range 3 {
 			if err = ob.Commit(); err == nil {
-				break
+				return
 			}
 		}
-		if err != nil {
-			t.Fatalf("commits do not resume after the hub acked: %v", err)
-		}
+		t.Fatalf("commits do not resume after the hub acked: %v", err)
 	}
 	fill()
+	recover()
 	fill() // full again: the file is at its size, and the freed pages are used first
+	recover()
 	if st := ob.Stats(); st.Dropped == 0 || st.CommitErrors == 0 {
 		t.Fatalf("the scenario dropped nothing or never failed a commit: %+v", st)
 	}
-	if err := ob.Close(); err != nil {
-		t.Fatal(err)
+	// Full a third time, the agent stops: what could not be committed is
+	// reported lost. It starts again on the full disk and recovers.
+	fill()
+	var lost *outbox.LostError
+	if err := ob.Close(); !errors.As(err, &lost) || lost.Queued == 0 {
+		t.Fatalf("Close on a full disk with readings queued: %v, want a LostError", err)
 	}
-	// Reopened, everything left is delivered: each reading added exactly
-	// once, or counted in a gap notice.
+	t.Logf("closed full: %v", lost)
 	if ob, err = outbox.Open(o); err != nil {
-		t.Fatal(err)
+		t.Fatalf("open on a full disk: %v", err)
 	}
 	defer ob.Close()
+	recover()
 	clk.Add(time.Minute)
-	if err := ob.Commit(); err != nil {
+	add(100)
+	if err := ob.Commit(); err != nil { // seals the rest
 		t.Fatal(err)
 	}
 	hub()
@@ -165,12 +176,12 @@ func diskFullScenario(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	st := ob.Stats()
-	t.Logf("at the end: %d added, %d delivered, %d in gap notices; stats %+v", added, len(delivered), gapped, st)
+	t.Logf("at the end: %d added, %d delivered, %d in gap notices, %d lost at close; stats %+v", added, len(delivered), gapped, lost.Queued+lost.Unreported, st)
 	if st.Backlog.Readings != 0 || st.Pending != 0 {
 		t.Fatalf("readings left behind: %+v", st)
 	}
-	if len(delivered)+int(gapped) != added {
-		t.Fatalf("%d readings added, %d delivered + %d in gap notices", added, len(delivered), gapped)
+	if len(delivered)+int(gapped)+int(lost.Queued+lost.Unreported) != added {
+		t.Fatalf("%d readings added, %d delivered + %d in gap notices + %d lost at close", added, len(delivered), gapped, lost.Queued+lost.Unreported)
 	}
 	fmt.Println("ok")
 }

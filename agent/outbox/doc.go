@@ -40,7 +40,8 @@
 // counted) and memory is rebuilt from the file by reading only. While
 // commits fail, the batches the hub acked are deleted first in a
 // transaction of their own, which needs few pages and frees the ones the
-// next commit needs.
+// next commit needs. Close reports queued readings it could not keep in a
+// *LostError. Open on a file it cannot write runs on the file as it is.
 //
 // # Epochs and corruption
 //

@@ -17,3 +17,11 @@ func (ob *Outbox) Published() uint64 {
 	defer ob.mu.Unlock()
 	return ob.st.published
 }
+
+// FailNextTx makes the next write transaction of Commit fail at its end
+// with err and roll back.
+func FailNextTx(ob *Outbox, err error) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	ob.failTx = err
+}

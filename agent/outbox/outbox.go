@@ -109,6 +109,7 @@ type Outbox struct {
 	chunker   *protocol.Packer // encodes chunks (relaxed limits)
 	// Acks applied in memory, deleted from disk at the next Commit.
 	settledThrough uint64
+	deletedThrough uint64 // settledThrough as of the last commit
 	settled        map[uint64]bool
 	rejected       map[uint64]string
 	// Gap of readings dropped in memory (pending overflow), merged at commit.
@@ -118,6 +119,16 @@ type Outbox struct {
 	stale  bool // memory is not yet rebuilt after a failed commit
 	// failing: the last commit failed; acked batches go first, alone.
 	failing bool
+	// failTx, if set, fails the next write transaction of Commit at its
+	// end, as a write error there would (tests).
+	failTx error
+}
+
+// failNow returns failTx once.
+func (ob *Outbox) failNow() error {
+	err := ob.failTx
+	ob.failTx = nil
+	return err
 }
 
 // state is what lives in the meta bucket.
@@ -225,7 +236,8 @@ func (ob *Outbox) open() error {
 		}
 	}
 	ob.db = db
-	if err := db.Update(func(tx *bolt.Tx) error {
+	ob.settledThrough, ob.deletedThrough = 0, 0
+	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketBatches, bucketChunks} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -240,14 +252,26 @@ func (ob *Outbox) open() error {
 			ob.log.Info("outbox: new epoch", "epoch", fmt.Sprintf("%016x", st.epoch))
 		}
 		ob.st = st
-		tx.Bucket(bucketMeta).Put([]byte("clean"), []byte{0})
 		return ob.saveState(tx)
-	}); err != nil {
+	})
+	if err == nil {
+		err = ob.replayChunks()
+	}
+	var ce *corruptError
+	if err != nil && !errors.As(err, &ce) && ob.reload() == nil && ob.st.epoch != 0 {
+		// A write failed (a full disk, a file system remounted read-only)
+		// on a file that holds an outbox: run on it as it is. Commits fail
+		// until writes work again, the backlog still goes out, and then
+		// the acked batches are deleted first.
+		ob.failing = true
+		ob.log.Error("outbox: cannot write its file; running on it as it is until writes work again", "file", ob.o.Path, "err", err)
+		return nil
+	}
+	if err != nil {
 		db.Close()
 		return fmt.Errorf("outbox: open %s: %w", ob.o.Path, err)
 	}
-	ob.settledThrough = 0
-	return ob.replayChunks()
+	return nil
 }
 
 type corruptError struct{ err error }
@@ -312,6 +336,9 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func loadState(tx *bolt.Tx) (state, error) {
 	m := tx.Bucket(bucketMeta)
+	if m == nil {
+		return state{}, errors.New("outbox: no meta bucket")
+	}
 	get := func(k string) uint64 {
 		v := m.Get([]byte(k))
 		if len(v) != 8 {
@@ -339,6 +366,10 @@ func loadState(tx *bolt.Tx) (state, error) {
 
 func (ob *Outbox) saveState(tx *bolt.Tx) error {
 	m := tx.Bucket(bucketMeta)
+	// Not clean until Close says so: a crash before then checks the file.
+	if err := m.Put([]byte("clean"), []byte{0}); err != nil {
+		return err
+	}
 	st := &ob.st
 	for k, v := range map[string]uint64{
 		"epoch": st.epoch, "next_seq": st.nextSeq, "published": st.published, "chunk_seq": st.chunkSeq,
@@ -364,7 +395,11 @@ func (ob *Outbox) readChunks() ([]protocol.Reading, error) {
 	var readings []protocol.Reading
 	codec := protocol.NewCodec(protocol.Limits{MaxMessageBytes: 1 << 24, MaxReadings: 1 << 22, MaxSeries: 1 << 12})
 	err := ob.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketChunks).ForEach(func(k, v []byte) error {
+		bk := tx.Bucket(bucketChunks)
+		if bk == nil {
+			return errors.New("outbox: no chunks bucket")
+		}
+		return bk.ForEach(func(k, v []byte) error {
 			var b protocol.Batch
 			if err := codec.DecodeBatch(v, &b); err != nil {
 				return &corruptError{fmt.Errorf("chunk %x: %w", k, err)}

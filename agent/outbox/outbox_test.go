@@ -212,11 +212,19 @@ func TestRestartContinues(t *testing.T) {
 			e.commit() // batch 1 sealed
 			e.ob.Add(readings(100, 50))
 			e.commit()                 // open batch: 50 readings in a chunk
-			e.ob.Add(readings(150, 7)) // never committed: may be lost
+			e.ob.Add(readings(150, 7)) // never committed: lost, and Close says so
 			if err := ack(e, 0); err != nil {
 				t.Fatal(err)
 			}
-			e.reopen(crash)
+			if crash {
+				e.reopen(true)
+			} else {
+				var lost *outbox.LostError
+				if err := e.ob.Close(); !errors.As(err, &lost) || lost.Queued != 7 || lost.Unreported != 0 {
+					t.Fatalf("close with 7 readings queued: %v", err)
+				}
+				e.open()
+			}
 			if e.ob.Epoch() != epoch {
 				t.Fatal("epoch changed across a restart")
 			}
@@ -430,6 +438,83 @@ func TestDropNewest(t *testing.T) {
 		t.Fatal("drop_newest dropped old data")
 	}
 	accounting(t, e, added, nil)
+}
+
+// TestFailedCommitsKeepAccounts: a commit that fails rolls back whole: the
+// readings it took are queued again (also those drop_newest was dropping),
+// a rejected batch is still counted as rejected when it is deleted later,
+// and the durable drop count is the one reported.
+func TestFailedCommitsKeepAccounts(t *testing.T) {
+	failed := errors.New("injected write failure")
+	t.Run("drop_newest", func(t *testing.T) {
+		e := newEnv(t, func(o *outbox.Options) {
+			o.Limits.MaxMessageBytes = 1024
+			o.MaxBytes = 16 * 1024
+			o.Policy = outbox.DropNewest
+		})
+		added := 0
+		for e.ob.Stats().DroppedEpoch == 0 { // up to the bound
+			e.ob.Add(readings(added, 500))
+			added += 500
+			e.clk.Add(time.Second)
+			e.commit()
+		}
+		e.ob.Add(readings(added, 100))
+		added += 100
+		before := e.ob.Stats()
+		outbox.FailNextTx(e.ob, failed)
+		if err := e.ob.Commit(); !errors.Is(err, failed) {
+			t.Fatalf("commit: %v", err)
+		}
+		if st := e.ob.Stats(); st.Pending != 100 || st.Dropped != before.Dropped || st.DroppedEpoch != before.DroppedEpoch {
+			t.Fatalf("after a failed commit: pending %d dropped %d (epoch %d), want 100 queued and %d (%d)",
+				st.Pending, st.Dropped, st.DroppedEpoch, before.Dropped, before.DroppedEpoch)
+		}
+		e.commit()
+		accounting(t, e, added, nil)
+	})
+	t.Run("rejected", func(t *testing.T) {
+		e := newEnv(t, nil)
+		e.ob.Add(readings(0, 10))
+		e.clk.Add(time.Minute)
+		e.commit()
+		e.clk.Add(time.Minute)
+		e.commit() // sealed
+		if err := e.ob.Ack(&protocol.Ack{Device: "gw-1", Epoch: e.ob.Epoch(), Through: 1,
+			Rejected: []protocol.Rejection{{Seq: 1, Reason: "not_finite"}}}); err != nil {
+			t.Fatal(err)
+		}
+		outbox.FailNextTx(e.ob, failed)
+		if err := e.ob.Commit(); !errors.Is(err, failed) {
+			t.Fatalf("commit: %v", err)
+		}
+		outbox.FailNextTx(e.ob, failed) // and the acks-first transaction after it
+		if err := e.ob.Commit(); !errors.Is(err, failed) {
+			t.Fatalf("commit: %v", err)
+		}
+		e.commit()
+		if st := e.ob.Stats(); st.Rejected != 10 || st.Settled != 10 || st.Backlog.Readings != 0 || st.CommitErrors != 2 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+	t.Run("durable drop count", func(t *testing.T) {
+		e := newEnv(t, func(o *outbox.Options) { o.MaxPending = 100 })
+		e.ob.Add(readings(0, 150))
+		e.commit()
+		outbox.FailNextTx(e.ob, failed)
+		e.ob.Add(readings(150, 10))
+		if err := e.ob.Commit(); !errors.Is(err, failed) {
+			t.Fatalf("commit: %v", err)
+		}
+		if st := e.ob.Stats(); st.DroppedEpoch != 50 {
+			t.Fatalf("DroppedEpoch %d after a failed commit, want 50", st.DroppedEpoch)
+		}
+		e.commit()
+		e.reopen(false)
+		if st := e.ob.Stats(); st.DroppedEpoch != 50 {
+			t.Fatalf("DroppedEpoch %d after reopening, want 50", st.DroppedEpoch)
+		}
+	})
 }
 
 func TestPendingOverflowIsCounted(t *testing.T) {
