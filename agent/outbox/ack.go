@@ -51,7 +51,11 @@ func (ob *Outbox) MarkPublishing(seq uint64) error {
 	}
 	mark := seq + ob.o.PublishLease
 	err := ob.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put([]byte("published"), u64(mark))
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put([]byte("clean"), []byte{0}); err != nil { // a write: not clean until Close
+			return err
+		}
+		return m.Put([]byte("published"), u64(mark))
 	})
 	if err == nil {
 		ob.st.published = mark
@@ -152,8 +156,9 @@ func (ob *Outbox) Stats() Stats {
 
 // LostError is Close's report of readings it could not keep: queued ones
 // that no Commit stored (the last one failed, e.g. on a full disk), and
-// dropped ones whose gap notice no Commit stored. They are lost and no gap
-// notice will tell the hub.
+// dropped ones whose gap notice no Commit stored. Close records them for
+// the next gap notice if it can still write; when it cannot, they are lost
+// and no gap notice will tell the hub, and it returns this.
 type LostError struct {
 	Queued, Unreported uint64
 }
@@ -163,8 +168,8 @@ func (e *LostError) Error() string {
 }
 
 // Close marks a clean shutdown and closes the file. Call Commit first to
-// keep queued readings; Close does not commit them, and reports them in a
-// *LostError.
+// keep queued readings: Close does not commit them but drops them, counted
+// for the next gap notice, or reports them in a *LostError.
 func (ob *Outbox) Close() error {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
@@ -172,18 +177,38 @@ func (ob *Outbox) Close() error {
 		return nil
 	}
 	ob.closed = true
-	var lost error
-	if len(ob.pending) > 0 || ob.memGap.Readings > 0 {
-		lost = &LostError{Queued: uint64(len(ob.pending)), Unreported: ob.memGap.Readings}
-		ob.log.Error("outbox: closing with readings it could not keep", "err", lost)
-	}
+	queued, unreported := uint64(len(ob.pending)), ob.memGap.Readings
 	err := ob.db.Update(func(tx *bolt.Tx) error {
+		if queued+unreported > 0 {
+			// Readings Commit could not keep (the disk is full, say) are
+			// dropped now, counted and noted for the gap notice of the next
+			// batch, if this small write still fits.
+			g := ob.gap()
+			g.Merge(&ob.memGap)
+			if queued > 0 {
+				g.Merge(readingsGap(ob.pending))
+			}
+			ob.st.dropped += queued + unreported
+			if err := ob.saveState(tx); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket(bucketMeta).Put([]byte("clean"), []byte{1})
 	})
 	if cerr := ob.db.Close(); err == nil {
 		err = cerr
 	}
-	return errors.Join(lost, err)
+	switch {
+	case queued+unreported == 0:
+	case err == nil:
+		ob.stats.Dropped += queued
+		ob.log.Warn("outbox: closing with readings never committed: dropped, and reported in the next batch's gap notice", "readings", queued+unreported)
+	default:
+		lost := &LostError{Queued: queued, Unreported: unreported}
+		ob.log.Error("outbox: closing with readings it could not keep", "err", lost)
+		return errors.Join(lost, err)
+	}
+	return err
 }
 
 // Backlog is a shorthand for Stats().Backlog.

@@ -99,9 +99,12 @@ func (ob *Outbox) Commit() error {
 	memGap := ob.memGap
 	ob.memGap = protocol.Gap{}
 	now := ob.now()
+	openSince := ob.openSince
 	var d delta
 	var committed []protocol.Reading
+	var txid int
 	err := ob.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		if err := ob.applySettled(tx, &d); err != nil {
 			return err
 		}
@@ -150,7 +153,11 @@ func (ob *Outbox) Commit() error {
 		}
 		return ob.failNow()
 	})
-	if err != nil {
+	if err == nil {
+		err = ob.failLanded()
+	}
+	landed := err != nil && ob.landed(txid)
+	if err != nil && !landed {
 		ob.stats.CommitErrors++
 		ob.log.Error("outbox commit failed; readings stay queued", "err", err, "readings", len(taken))
 		// The transaction rolled back. Requeue what was taken (bounded, the
@@ -168,6 +175,9 @@ func (ob *Outbox) Commit() error {
 		if rerr := ob.reload(); rerr != nil {
 			return errors.Join(err, fmt.Errorf("reload after failed commit: %w", rerr))
 		}
+		if ob.packer.Len() > 0 && !openSince.IsZero() {
+			ob.openSince = openSince // the open batch is as old as it was
+		}
 		return err
 	}
 	ob.settle(&d)
@@ -183,13 +193,34 @@ func (ob *Outbox) Commit() error {
 	if ob.o.OnCommit != nil && len(committed) > 0 {
 		ob.o.OnCommit(committed)
 	}
+	if landed {
+		// It failed after the new state was written (a failed fsync): the
+		// file holds it, so it counts as committed, and the error is said.
+		ob.stats.CommitErrors++
+		ob.failing = true
+		ob.log.Error("outbox commit reported a failure after writing; its readings are kept as committed", "err", err)
+		return err
+	}
 	return nil
+}
+
+// landed reports whether write transaction txid reached the file although
+// its commit failed: bbolt returns a failed fsync after writing the meta
+// page, and then the transaction is what the file holds (etcd-io/bbolt#233).
+func (ob *Outbox) landed(txid int) bool {
+	cur := 0
+	if err := ob.db.View(func(tx *bolt.Tx) error { cur = tx.ID(); return nil }); err != nil {
+		return false
+	}
+	return txid > 0 && cur >= txid
 }
 
 // commitSettled deletes the batches acks settled, alone in a transaction.
 func (ob *Outbox) commitSettled() error {
 	var d delta
+	var txid int
 	err := ob.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		if err := ob.applySettled(tx, &d); err != nil {
 			return err
 		}
@@ -198,11 +229,14 @@ func (ob *Outbox) commitSettled() error {
 		}
 		return ob.failNow()
 	})
-	if err != nil {
+	if err == nil {
+		err = ob.failLanded()
+	}
+	if err != nil && !ob.landed(txid) {
 		return errors.Join(err, ob.reload())
 	}
 	ob.settle(&d)
-	return nil
+	return err
 }
 
 // reload rebuilds the in-memory state from the file after a failed

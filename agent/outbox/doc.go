@@ -40,8 +40,11 @@
 // counted) and memory is rebuilt from the file by reading only. While
 // commits fail, the batches the hub acked are deleted first in a
 // transaction of their own, which needs few pages and frees the ones the
-// next commit needs. Close reports queued readings it could not keep in a
-// *LostError. Open on a file it cannot write runs on the file as it is.
+// next commit needs. A commit that fails after its state reached the file
+// (a failed fsync) counts as committed. Close drops the readings still
+// queued, noted for the next gap notice, or reports them in a *LostError
+// if it cannot write at all. Open on a file it cannot write runs on the
+// file as it is.
 //
 // # Epochs and corruption
 //

@@ -25,3 +25,11 @@ func FailNextTx(ob *Outbox, err error) {
 	defer ob.mu.Unlock()
 	ob.failTx = err
 }
+
+// FailAfterNextTx makes the next Commit transaction that succeeds return
+// err, as a failed fsync after bbolt wrote the meta page would.
+func FailAfterNextTx(ob *Outbox, err error) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	ob.failAfter = err
+}

@@ -119,15 +119,23 @@ type Outbox struct {
 	stale  bool // memory is not yet rebuilt after a failed commit
 	// failing: the last commit failed; acked batches go first, alone.
 	failing bool
-	// failTx, if set, fails the next write transaction of Commit at its
-	// end, as a write error there would (tests).
-	failTx error
+	// Tests: failTx fails the next write transaction of Commit at its end,
+	// as a write error there would; failAfter makes the next one that
+	// succeeds return an error, as a failed fsync after the meta page would.
+	failTx, failAfter error
 }
 
 // failNow returns failTx once.
 func (ob *Outbox) failNow() error {
 	err := ob.failTx
 	ob.failTx = nil
+	return err
+}
+
+// failLanded returns failAfter once.
+func (ob *Outbox) failLanded() error {
+	err := ob.failAfter
+	ob.failAfter = nil
 	return err
 }
 

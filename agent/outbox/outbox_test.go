@@ -212,19 +212,11 @@ func TestRestartContinues(t *testing.T) {
 			e.commit() // batch 1 sealed
 			e.ob.Add(readings(100, 50))
 			e.commit()                 // open batch: 50 readings in a chunk
-			e.ob.Add(readings(150, 7)) // never committed: lost, and Close says so
+			e.ob.Add(readings(150, 7)) // never committed: lost in a crash, dropped and reported by Close
 			if err := ack(e, 0); err != nil {
 				t.Fatal(err)
 			}
-			if crash {
-				e.reopen(true)
-			} else {
-				var lost *outbox.LostError
-				if err := e.ob.Close(); !errors.As(err, &lost) || lost.Queued != 7 || lost.Unreported != 0 {
-					t.Fatalf("close with 7 readings queued: %v", err)
-				}
-				e.open()
-			}
+			e.reopen(crash)
 			if e.ob.Epoch() != epoch {
 				t.Fatal("epoch changed across a restart")
 			}
@@ -237,6 +229,9 @@ func TestRestartContinues(t *testing.T) {
 			bs = e.drain()
 			if len(bs) != 2 || bs[1].Seq != 2 || bs[1].Readings() != 50 {
 				t.Fatalf("open batch after restart: %d batches, last %+v", len(bs), bs[len(bs)-1].Seq)
+			}
+			if g := bs[1].Gap; crash && g != nil || !crash && (g == nil || g.Readings != 7) {
+				t.Fatalf("gap notice after restart (crash %v): %+v, want the 7 queued at a clean close", crash, g)
 			}
 			if got := len(times(bs)); got != 150 {
 				t.Fatalf("%d readings, want the 150 committed", got)
@@ -496,6 +491,22 @@ func TestFailedCommitsKeepAccounts(t *testing.T) {
 		if st := e.ob.Stats(); st.Rejected != 10 || st.Settled != 10 || st.Backlog.Readings != 0 || st.CommitErrors != 2 {
 			t.Fatalf("stats %+v", st)
 		}
+	})
+	t.Run("landed", func(t *testing.T) {
+		// A commit that wrote its state but reported a failure (a failed
+		// fsync after the meta page): kept as committed, not requeued.
+		e := newEnv(t, nil)
+		e.ob.Add(readings(0, 30))
+		outbox.FailAfterNextTx(e.ob, failed)
+		if err := e.ob.Commit(); !errors.Is(err, failed) {
+			t.Fatalf("commit: %v", err)
+		}
+		if st := e.ob.Stats(); st.Pending != 0 || st.Committed != 30 || st.CommitErrors != 1 {
+			t.Fatalf("after a landed commit that failed: %+v", st)
+		}
+		e.ob.Add(readings(30, 5))
+		e.commit()
+		accounting(t, e, 35, nil)
 	})
 	t.Run("durable drop count", func(t *testing.T) {
 		e := newEnv(t, func(o *outbox.Options) { o.MaxPending = 100 })
