@@ -227,21 +227,28 @@ func Open(o Options) (*Outbox, error) {
 func (ob *Outbox) open() error {
 	// A leftover from an interrupted compaction is never the live file.
 	os.Remove(ob.o.Path + ".compact")
+	err := ob.openFile()
+	var ce *corruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", ob.o.Path, ob.now().Unix())
+	if rerr := os.Rename(ob.o.Path, aside); rerr != nil {
+		return fmt.Errorf("outbox: %v; moving it aside failed: %w", err, rerr)
+	}
+	ob.stats.Notice = fmt.Sprintf("outbox file was corrupt (%v); moved to %s; a new epoch started and its unsent readings are lost", ce.err, filepath.Base(aside))
+	ob.log.Error("outbox corrupt: moved aside, new epoch", "file", aside, "err", ce.err)
+	ob.st = state{}
+	return ob.openFile()
+}
+
+// openFile opens the file and loads the outbox from it. A file found
+// corrupt (by bbolt, its check, or in the outbox's own records) is closed
+// and reported as a *corruptError.
+func (ob *Outbox) openFile() error {
 	db, err := openChecked(ob.o.Path, ob.o.NoSync)
 	if err != nil {
-		var ce *corruptError
-		if !errors.As(err, &ce) {
-			return err
-		}
-		aside := fmt.Sprintf("%s.corrupt-%d", ob.o.Path, ob.now().Unix())
-		if rerr := os.Rename(ob.o.Path, aside); rerr != nil {
-			return fmt.Errorf("outbox: %v; moving it aside failed: %w", err, rerr)
-		}
-		ob.stats.Notice = fmt.Sprintf("outbox file was corrupt (%v); moved to %s; a new epoch started and its unsent readings are lost", ce.err, filepath.Base(aside))
-		ob.log.Error("outbox corrupt: moved aside, new epoch", "file", aside, "err", ce.err)
-		if db, err = openChecked(ob.o.Path, ob.o.NoSync); err != nil {
-			return err
-		}
+		return err
 	}
 	ob.db = db
 	ob.settledThrough, ob.deletedThrough = 0, 0
@@ -277,6 +284,9 @@ func (ob *Outbox) open() error {
 	}
 	if err != nil {
 		db.Close()
+		if errors.As(err, &ce) {
+			return ce
+		}
 		return fmt.Errorf("outbox: open %s: %w", ob.o.Path, err)
 	}
 	return nil

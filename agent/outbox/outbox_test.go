@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/freshet-iot/freshet/agent/outbox"
@@ -539,22 +540,46 @@ func TestPendingOverflowIsCounted(t *testing.T) {
 }
 
 func TestCorruptFileMovedAside(t *testing.T) {
+	t.Run("meta pages", func(t *testing.T) {
+		testCorrupt(t, func(path string) {
+			// Scribble over the file: bbolt's meta pages fail their checksum.
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk := make([]byte, 8192)
+			for i := range junk {
+				junk[i] = byte(i * 7)
+			}
+			f.WriteAt(junk, 0)
+			f.Close()
+		})
+	})
+	t.Run("chunk", func(t *testing.T) {
+		// A chunk bbolt stores fine but that does not decode: before, Open
+		// failed on it every time and the agent could never start.
+		testCorrupt(t, func(path string) {
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte("chunks")).Put([]byte("\xff\xff\xff\xff\xff\xff\xff\xff"), []byte("not msgpack"))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+}
+
+func testCorrupt(t *testing.T, corrupt func(path string)) {
 	e := newEnv(t, nil)
 	e.ob.Add(readings(0, 10))
 	e.commit()
 	old := e.ob.Epoch()
 	outbox.Crash(e.ob)
-	// Scribble over the file: bbolt's meta pages fail their checksum.
-	f, err := os.OpenFile(e.path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	junk := make([]byte, 8192)
-	for i := range junk {
-		junk[i] = byte(i * 7)
-	}
-	f.WriteAt(junk, 0)
-	f.Close()
+	corrupt(e.path)
 	e.open()
 	st := e.ob.Stats()
 	if st.Epoch == old || st.Notice == "" || st.LastSeq != 0 {
