@@ -363,12 +363,12 @@ func (h *Hub) worker(ctx context.Context) {
 		case m = <-h.in:
 		}
 		lines.Reset()
-		group = h.take(ctx, codec, m, lines, group[:0])
+		group = h.take(codec, m, lines, group[:0])
 	more:
 		for lines.Len() < coalesceLines && len(group) < coalesceBatches {
 			select {
 			case m = <-h.in:
-				group = h.take(ctx, codec, m, lines, group)
+				group = h.take(codec, m, lines, group)
 			default:
 				break more
 			}
@@ -389,7 +389,7 @@ func (h *Hub) worker(ctx context.Context) {
 
 // take decodes a message into a record for the committer and renders its
 // raw points into lines; it appends nothing for messages fully handled here.
-func (h *Hub) take(ctx context.Context, codec *protocol.Codec, m paho.Message, lines *influx.Lines, group []*record) []*record {
+func (h *Hub) take(codec *protocol.Codec, m paho.Message, lines *influx.Lines, group []*record) []*record {
 	r := &record{msg: m}
 	if c := h.client.Load(); c != nil {
 		r.client = *c

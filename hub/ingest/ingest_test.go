@@ -84,7 +84,7 @@ func TestCoalescedRawWrite(t *testing.T) {
 	lines := new(influx.Lines)
 	var group []*record
 	for _, m := range []*message{batch("gw-1", protocol.Float, 40), batch("gw-2", protocol.Int, 30), batch("gw-3", protocol.Float, 50)} {
-		group = h.take(ctx, codec, m, lines, group)
+		group = h.take(codec, m, lines, group)
 	}
 	if len(group) != 3 || lines.Len() != 120 {
 		t.Fatalf("%d records, %d lines; want 3 and 120", len(group), lines.Len())
