@@ -14,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/freshet-iot/freshet/hub"
-	"github.com/freshet-iot/freshet/hub/ingest"
+	"github.com/freshet-iot/freshet/hub/schema"
 )
 
 type composeFile struct {
@@ -150,10 +150,10 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds, _ := os.ReadFile("compose/grafana/datasources/datasources.yaml")
-	metricNames := ingest.MetricNames()
-	measurements := map[string]bool{ingest.GapMeasurement: true, ingest.QualityMeasurement: true, "temperature": true} // raw: the metric name (the fleet's)
+	metricNames := hubMetricNames(t)
+	measurements := map[string]bool{schema.GapMeasurement: true, schema.QualityMeasurement: true, "temperature": true} // raw: the metric name (the fleet's)
 	for _, size := range []time.Duration{time.Minute, time.Hour} {
-		measurements["temperature_"+ingest.WindowName(size)] = true
+		measurements["temperature_"+schema.WindowName(size)] = true
 	}
 	if len(dash.Panels) < 8 {
 		t.Fatalf("%d panels", len(dash.Panels))
@@ -175,4 +175,33 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
+}
+
+// hubMetricNames builds a hub (not run: it connects to nothing) and lists
+// the metrics its registry exposes.
+func hubMetricNames(t *testing.T) []string {
+	t.Helper()
+	t.Setenv("FRESHET_TEST_METRICS_TOKEN", "user:password")
+	cfg, err := hub.ParseConfig(strings.NewReader(`
+data_dir: ` + t.TempDir() + `
+broker: {url: "tcp://127.0.0.1:1"}
+influx: {url: "http://127.0.0.1:1", bucket: x/autogen, token_env: FRESHET_TEST_METRICS_TOKEN}
+http: {listen: "off"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hub.New(cfg, hub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	names, err := h.MetricNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, "freshet_hub_readings_total") || !slices.Contains(names, "freshet_hub_quality_open_findings") {
+		t.Fatalf("the hub's registry lists %v", names)
+	}
+	return names
 }

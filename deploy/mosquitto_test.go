@@ -14,6 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/freshet-iot/freshet/agent"
 	"github.com/freshet-iot/freshet/firmware-sim/chip/sysfs"
@@ -195,7 +196,7 @@ sensors: [{name: cpu, type: cpu_temp, interval: 100ms}]
 	go func() { defer wg.Done(); a.Run(ctx) }()
 	defer func() { cancel(); wg.Wait() }()
 	testsvc.WaitFor(t, 30*time.Second, "readings in InfluxDB over mutual TLS", func() error {
-		if n := h.Ingest().Stat("readings"); n < 10 {
+		if n := uint64(promtest.ToFloat64(h.Pipeline().Metrics().Readings)); n < 10 {
 			return fmt.Errorf("%d readings stored", n)
 		}
 		if st := a.Outbox(); st.Settled < 10 {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
@@ -50,7 +52,7 @@ func BenchmarkEndToEndCPU(b *testing.B) {
 		}
 		n += devices * perDevice
 		testsvc.WaitFor(b, 5*time.Minute, "all readings stored", func() error {
-			if got := r.h.Ingest().Stat("readings"); got < uint64(n) {
+			if got := uint64(promtest.ToFloat64(r.m().Readings)); got < uint64(n) {
 				return fmt.Errorf("%d of %d stored", got, n)
 			}
 			return nil

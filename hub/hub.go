@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +14,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/freshet-iot/freshet/hub/broker"
+	"github.com/freshet-iot/freshet/hub/checks"
+	"github.com/freshet-iot/freshet/hub/emit"
+	"github.com/freshet-iot/freshet/hub/fleet"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ingest"
 	"github.com/freshet-iot/freshet/hub/window"
@@ -31,19 +32,22 @@ type Options struct {
 	Logger    *slog.Logger
 	Registry  *prometheus.Registry
 	Now       func() time.Time
-	Failpoint func(step string) // test hook, see ingest.Options
+	Failpoint func(step string) // crash tests' hook, see ingest.Options
 }
 
 // Hub is one running freshet-hub.
 type Hub struct {
-	cfg    *Config
-	o      Options
-	log    *slog.Logger
-	db     *bolt.DB
-	broker *broker.Broker
-	influx *influx.Writer
-	ingest *ingest.Hub
-	reg    *prometheus.Registry
+	cfg      *Config
+	o        Options
+	log      *slog.Logger
+	db       *bolt.DB
+	broker   *broker.Broker
+	influx   *influx.Writer
+	fleet    *fleet.Fleet
+	pipeline *ingest.Pipeline
+	emitter  *emit.Emitter
+	checks   *checks.Runner
+	reg      *prometheus.Registry
 }
 
 // New opens the state file, starts the embedded broker if configured, and
@@ -75,7 +79,8 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		if err != nil {
 			return fail(err)
 		}
-		bo := broker.Options{Addr: e.Listen, TLS: tlsConf, Logger: o.Logger.With("part", "broker")}
+		topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
+		bo := broker.Options{Addr: e.Listen, TLS: tlsConf, Topics: topics, Registerer: o.Registry, Logger: o.Logger.With("part", "broker")}
 		if len(e.Users) > 0 {
 			var users []broker.User
 			for i, u := range e.Users {
@@ -85,8 +90,7 @@ func New(cfg *Config, o Options) (*Hub, error) {
 				}
 				users = append(users, broker.User{Name: u.Username, Password: pw, Hub: u.Role == "hub"})
 			}
-			topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
-			bo.Auth = broker.UserAuth(users, topics)
+			bo.Users = users
 		}
 		h.broker, err = broker.Start(bo)
 		if err != nil {
@@ -126,16 +130,27 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		return fail(err)
 	}
 	topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
-	h.ingest, err = ingest.New(ingest.Options{
+	h.fleet = fleet.New(fleet.Options{ClockFloor: cfg.Quality.Floor(), Registerer: o.Registry})
+	// The pipeline first: it creates the ledger and window buckets.
+	findings := checks.NewMetrics(o.Registry)
+	h.pipeline, err = ingest.New(ingest.Options{
 		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
 		Broker: ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
 			TLS: tlsConf, SharedGroup: cfg.Broker.SharedGroup, MaxInflight: cfg.Broker.MaxInflight},
-		Quality: &cfg.Quality, Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
+		Fleet: h.fleet, Findings: findings, Registerer: o.Registry,
+		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
 	})
 	if err != nil {
 		return fail(err)
 	}
-	if err := h.reg.Register(h.ingest.Collector()); err != nil {
+	h.emitter, err = emit.New(emit.Options{DB: db, Windows: win, Influx: h.influx, Registerer: o.Registry,
+		Logger: o.Logger.With("part", "emit"), Now: o.Now})
+	if err != nil {
+		return fail(err)
+	}
+	h.checks, err = checks.New(checks.Options{DB: db, Windows: win, Influx: h.influx, Fleet: h.fleet, Config: &cfg.Quality,
+		Metrics: findings, Logger: o.Logger.With("part", "checks"), Now: o.Now})
+	if err != nil {
 		return fail(err)
 	}
 	return h, nil
@@ -149,8 +164,18 @@ func (h *Hub) BrokerAddr() string {
 	return h.broker.Addr()
 }
 
-// Ingest exposes the pipeline (counters and fleet view, for tests).
-func (h *Hub) Ingest() *ingest.Hub { return h.ingest }
+// Pipeline returns the ingest pipeline (its counters, connection state
+// and dead letters).
+func (h *Hub) Pipeline() *ingest.Pipeline { return h.pipeline }
+
+// Fleet returns the hub's view of the devices.
+func (h *Hub) Fleet() *fleet.Fleet { return h.fleet }
+
+// Checks returns the data quality checks' runner.
+func (h *Hub) Checks() *checks.Runner { return h.checks }
+
+// Emitter returns the window emitter.
+func (h *Hub) Emitter() *emit.Emitter { return h.emitter }
 
 // Run serves until ctx ends, then stops: in-flight batches stay unacked at
 // the broker and are redelivered to the next run.
@@ -167,8 +192,10 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.log.Info("serving http", "addr", l.Addr().String())
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); h.ingest.Run(ctx) }()
+	for _, run := range []func(context.Context){func(ctx context.Context) { h.pipeline.Run(ctx) }, h.emitter.Run, h.checks.Run} {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
+	}
 	<-ctx.Done()
 	wg.Wait()
 	if srv != nil {
@@ -197,47 +224,17 @@ func (h *Hub) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handler serves the fleet page (/), /metrics, /healthz, /readyz,
-// /api/v1/devices and /api/v1/rejections (the newest refused payloads).
-func (h *Hub) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", h.page)
-	mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		var problems []string
-		if !h.ingest.Connected() {
-			problems = append(problems, "broker: not connected")
-		}
-		if err := h.influx.Ping(ctx); err != nil {
-			problems = append(problems, "influxdb: "+err.Error())
-		} else if h.ingest.InfluxRefused() {
-			problems = append(problems, "influxdb: refusing writes (check influx.token and influx.bucket)")
-		}
-		if len(problems) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			json.NewEncoder(w).Encode(map[string]any{"ready": false, "problems": problems})
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ready": true})
-	})
-	mux.HandleFunc("/api/v1/rejections", func(w http.ResponseWriter, r *http.Request) {
-		dl, err := h.ingest.DeadLetters(100)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"rejections": dl})
-	})
-	mux.HandleFunc("/api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"devices": h.ingest.Devices()})
-	})
-	return mux
+// MetricNames lists the names of the metrics the hub exposes on /metrics,
+// as its registry has them (the deploy tests check dashboards and alerts
+// against it).
+func (h *Hub) MetricNames() ([]string, error) {
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(mfs))
+	for _, mf := range mfs {
+		out = append(out, mf.GetName())
+	}
+	return out, nil
 }
-
-// InfluxStats returns the InfluxDB writer's counters.
-func (h *Hub) InfluxStats() influx.Stats { return h.influx.Stats() }

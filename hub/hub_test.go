@@ -15,9 +15,12 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/hub/ingest"
+	"github.com/freshet-iot/freshet/hub/schema"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 	"github.com/freshet-iot/freshet/protocol/prototest"
@@ -80,7 +83,7 @@ http: {listen: "off"}
 	}
 	r.pub = c
 	testsvc.WaitFor(t, 10*time.Second, "hub connected to its broker", func() error {
-		if !h.Ingest().Connected() {
+		if !h.Pipeline().Connected() {
 			return fmt.Errorf("not yet")
 		}
 		return nil
@@ -101,15 +104,19 @@ func (r *rig) ackList(device string) []*protocol.Ack {
 	return append([]*protocol.Ack(nil), r.acks[device]...)
 }
 
-func (r *rig) waitStat(name string, want uint64) {
+// waitStat waits until a counter of the hub reaches want.
+func (r *rig) waitStat(c prometheus.Collector, want uint64) {
 	r.t.Helper()
-	testsvc.WaitFor(r.t, 20*time.Second, name, func() error {
-		if got := r.h.Ingest().Stat(name); got != want {
-			return fmt.Errorf("%s = %d, want %d", name, got, want)
+	testsvc.WaitFor(r.t, 20*time.Second, "a counter", func() error {
+		if got := uint64(promtest.ToFloat64(c)); got != want {
+			return fmt.Errorf("counter = %d, want %d", got, want)
 		}
 		return nil
 	})
 }
+
+// m returns the pipeline's counters.
+func (r *rig) m() *ingest.Metrics { return r.h.Pipeline().Metrics() }
 
 // count returns the number of rows of a measurement for a device.
 func (r *rig) count(measurement, device string, field string) int {
@@ -162,8 +169,8 @@ func TestExactlyOnce(t *testing.T) {
 	for range 3 {
 		r.publish("gw-a", b)
 	}
-	r.waitStat("batches:applied", 1)
-	r.waitStat("batches:duplicate", 2)
+	r.waitStat(r.m().Batches.WithLabelValues("applied"), 1)
+	r.waitStat(r.m().Batches.WithLabelValues("duplicate"), 2)
 	testsvc.WaitFor(t, 10*time.Second, "three acks", func() error {
 		acks := r.ackList("gw-a")
 		if len(acks) != 3 {
@@ -179,7 +186,7 @@ func TestExactlyOnce(t *testing.T) {
 	if n := r.count("temperature", "gw-a", "value"); n != 100 {
 		t.Fatalf("%d raw rows, want 100", n)
 	}
-	if got := r.h.Ingest().Stat("readings"); got != 100 {
+	if got := uint64(promtest.ToFloat64(r.m().Readings)); got != 100 {
 		t.Fatalf("readings counted %d, want 100", got)
 	}
 }
@@ -220,7 +227,7 @@ func TestAggregatesOrderIndependent(t *testing.T) {
 		r.publish("gw-fwd", fwd[i])
 		r.publish("gw-rev", rev[len(rev)-1-i])
 	}
-	r.waitStat("batches:applied", uint64(2*len(fwd)))
+	r.waitStat(r.m().Batches.WithLabelValues("applied"), uint64(2*len(fwd)))
 	testsvc.WaitFor(t, 30*time.Second, "ten 1m aggregates per device", func() error {
 		if a, b := len(r.aggregates("gw-fwd")), len(r.aggregates("gw-rev")); a != 10 || b != 10 {
 			return fmt.Errorf("%d and %d windows", a, b)
@@ -276,7 +283,7 @@ func TestLateDataCorrects(t *testing.T) {
 	for _, b := range batches(t, "gw-late", 1, 4, base.Add(-80*time.Hour), []float64{1}, 1) {
 		r.publish("gw-late", b)
 	}
-	r.waitStat("batches:applied", 4)
+	r.waitStat(r.m().Batches.WithLabelValues("applied"), 4)
 	testsvc.WaitFor(t, 30*time.Second, "the corrected window", func() error {
 		a := r.aggregates("gw-late")[base.UnixNano()]
 		if a.count != "61" || a.max != "35" {
@@ -284,10 +291,10 @@ func TestLateDataCorrects(t *testing.T) {
 		}
 		return nil
 	})
-	if got := r.h.Ingest().Stat("corrections"); got == 0 {
+	if got := uint64(promtest.ToFloat64(r.m().Corrections)); got == 0 {
 		t.Fatal("no correction counted")
 	}
-	if got := r.h.Ingest().Stat("too_late"); got != 1 {
+	if got := uint64(promtest.ToFloat64(r.m().TooLate)); got != 1 {
 		t.Fatalf("too late %d, want 1", got)
 	}
 	if n := r.count("temperature", "gw-late", "value"); n != 242 {
@@ -321,14 +328,14 @@ func TestHostileInput(t *testing.T) {
 	r.publish("gw-1", deep)
 	for _, reason := range bad {
 		testsvc.WaitFor(t, 10*time.Second, "rejection "+reason, func() error {
-			if r.h.Ingest().Stat("rejections:"+reason) == 0 {
+			if uint64(promtest.ToFloat64(r.m().Rejections.WithLabelValues(reason))) == 0 {
 				return fmt.Errorf("none")
 			}
 			return nil
 		})
 	}
-	r.waitStat("rejections:device_mismatch", 1)
-	r.waitStat("rejections:too_large", 1)
+	r.waitStat(r.m().Rejections.WithLabelValues("device_mismatch"), 1)
+	r.waitStat(r.m().Rejections.WithLabelValues("too_large"), 1)
 	// The refused batches that name a seq are answered, so agents stop resending.
 	testsvc.WaitFor(t, 10*time.Second, "rejection acks", func() error {
 		n := 0
@@ -343,9 +350,9 @@ func TestHostileInput(t *testing.T) {
 	// Still serving.
 	vals := []float64{21, 22}
 	r.publish("gw-3", batches(t, "gw-3", 1, 1, base, vals, 2)[0])
-	r.waitStat("readings", 2)
+	r.waitStat(r.m().Readings, 2)
 	// The refused payloads are kept, with their reasons, for inspection.
-	dl, err := r.h.Ingest().DeadLetters(100)
+	dl, err := r.h.Pipeline().DeadLetters(100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +374,7 @@ func TestHostileInput(t *testing.T) {
 func TestInfluxRejects(t *testing.T) {
 	r := startHub(t)
 	r.publish("gw-f", batches(t, "gw-f", 1, 1, base, []float64{21, 22, 23}, 3)[0])
-	r.waitStat("readings", 3)
+	r.waitStat(r.m().Readings, 3)
 	p, _ := protocol.NewPacker("gw-i", protocol.Limits{})
 	for i := range 4 {
 		if err := p.Add(&protocol.Reading{Sensor: "bme280", Metric: "temperature", Unit: "C", Type: protocol.Int, Time: base.Add(time.Duration(i) * time.Second).UnixNano(), Int: 21}); err != nil {
@@ -388,12 +395,12 @@ func TestInfluxRejects(t *testing.T) {
 		}
 		return fmt.Errorf("acks %+v", r.ackList("gw-i"))
 	})
-	r.waitStat("rejections:influx_rejected", 1)
-	r.waitStat("readings", 5)
+	r.waitStat(r.m().Rejections.WithLabelValues("influx_rejected"), 1)
+	r.waitStat(r.m().Readings, 5)
 	if n := r.count("temperature", "gw-g", "value"); n != 2 {
 		t.Fatalf("gw-g: %d rows, want 2", n)
 	}
-	dl, err := r.h.Ingest().DeadLetters(10)
+	dl, err := r.h.Pipeline().DeadLetters(10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +428,7 @@ func TestGapNotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.publish("gw-gap", data)
-	r.waitStat("gap_readings", 4000)
+	r.waitStat(r.m().GapReadings, 4000)
 	testsvc.WaitFor(t, 10*time.Second, "the ack to settle 1..10", func() error {
 		acks := r.ackList("gw-gap")
 		if len(acks) == 0 || acks[len(acks)-1].Through != 10 {
@@ -429,7 +436,7 @@ func TestGapNotice(t *testing.T) {
 		}
 		return nil
 	})
-	if n := r.count(ingest.GapMeasurement, "gw-gap", "readings"); n != 1 {
+	if n := r.count(schema.GapMeasurement, "gw-gap", "readings"); n != 1 {
 		t.Fatalf("%d freshet_gaps rows", n)
 	}
 }
@@ -456,8 +463,8 @@ func TestInfluxOutage(t *testing.T) {
 		}
 		return nil
 	})
-	if n := len(r.ackList("gw-out")); n != 0 || r.h.Ingest().Stat("readings") != 0 {
-		t.Fatalf("during the outage: %d acks, %d readings counted", n, r.h.Ingest().Stat("readings"))
+	if n := len(r.ackList("gw-out")); n != 0 || uint64(promtest.ToFloat64(r.m().Readings)) != 0 {
+		t.Fatalf("during the outage: %d acks, %d readings counted", n, uint64(promtest.ToFloat64(r.m().Readings)))
 	}
 	resp, err := http.Get(srv.URL + "/readyz")
 	if err != nil {
@@ -473,7 +480,7 @@ func TestInfluxOutage(t *testing.T) {
 	if err := r.ix.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.waitStat("readings", uint64(len(vals)))
+	r.waitStat(r.m().Readings, uint64(len(vals)))
 	testsvc.WaitFor(t, 20*time.Second, "every batch acked", func() error {
 		acks := r.ackList("gw-out")
 		if len(acks) == 0 || acks[len(acks)-1].Through != uint64(len(bs)) {

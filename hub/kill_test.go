@@ -1,7 +1,6 @@
 package hub_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -9,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/freshet-iot/freshet/agent/forward"
 	"github.com/freshet-iot/freshet/agent/outbox"
+	"github.com/freshet-iot/freshet/internal/agenttest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -50,29 +49,8 @@ func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *devi
 	ob.Commit()
 	ob.Commit() // the clock has moved on: this one seals the tail
 	topics, _ := protocol.NewTopics("")
-	fw, err := forward.New(ob, forward.Options{Broker: brokerURL, Device: name, Topics: topics, AckTimeout: time.Second,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Poll: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); fw.Run(ctx) }()
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				ob.Commit() // deletes what acks settled
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait(); ob.Close() })
+	agenttest.Run(t, ob, forward.Options{Broker: brokerURL, Device: name, Topics: topics, AckTimeout: time.Second,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Poll: 50 * time.Millisecond}, 0)
 	return d
 }
 
@@ -82,7 +60,7 @@ func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *devi
 // every reading exactly once and every 1 m aggregate equals the oracle's.
 func TestHubKill9(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "freshet-hub")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/freshet-hub").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", bin, "./cmd/freshet-hub").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {

@@ -8,19 +8,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/freshet-iot/freshet/hub/ingest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/freshet-iot/freshet/hub/fleet"
 )
 
 // The fleet page: server-rendered, no front-end build, refreshes itself.
 var pageTmpl = template.Must(template.New("fleet").Funcs(template.FuncMap{
 	"ago":       ago,
 	"sparkline": sparkline,
-	"last": func(r []ingest.RecentPoint) string {
-		if len(r) == 0 {
-			return "–"
-		}
-		return fmt.Sprintf("%.2f", r[len(r)-1].V)
-	},
+	"offset":    offset,
+	"last":      last,
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
 <title>freshet fleet</title>
@@ -45,16 +44,16 @@ svg polyline{fill:none;stroke:#36c;stroke-width:1.5}
 <td{{if .GapReadings}} class="warn"{{end}}>{{.GapReadings}}</td>
 <td>{{.Corrections}}</td>
 <td{{if .Rejections}} class="warn"{{end}}>{{.Rejections}}</td>
-<td>{{printf "%+.1f s" .ClockOffsetSeconds}}</td>
-<td>{{sparkline .Recent}}</td>
-<td class="last">{{last .Recent}}</td>
+<td>{{offset .ClockOffsetSeconds}}</td>
+<td>{{sparkline .Series}}</td>
+<td class="last">{{last .Series}}</td>
 <td class="dev findings">{{range $i, $f := .Findings}}{{if $i}}<br>{{end}}<span class="warn" title="{{$f.Detail}}">{{$f.Kind}}{{if $f.Sensor}} {{$f.Sensor}}/{{$f.Metric}}{{end}}</span>{{else}}–{{end}}</td>
 </tr>{{end}}
 </table></body></html>
 `))
 
 type pageData struct {
-	Devices                           []ingest.DeviceInfo
+	Devices                           []fleet.Device
 	Online                            int
 	Readings, Corrections, Rejections uint64
 	Findings                          int
@@ -66,7 +65,8 @@ func (h *Hub) page(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	d := pageData{Devices: h.ingest.Devices(), Now: h.o.Now(), Readings: h.ingest.Stat("readings"), Corrections: h.ingest.Stat("corrections")}
+	m := h.pipeline.Metrics()
+	d := pageData{Devices: h.fleet.Devices(), Now: h.o.Now(), Readings: counterValue(m.Readings), Corrections: counterValue(m.Corrections)}
 	for _, dev := range d.Devices {
 		if dev.State == "online" {
 			d.Online++
@@ -87,16 +87,48 @@ func ago(t, now time.Time) string {
 	return now.Sub(t).Round(time.Second).String() + " ago"
 }
 
-// sparkline draws recent values as a 120x28 inline SVG.
-func sparkline(pts []ingest.RecentPoint) template.HTML {
-	if len(pts) < 2 {
-		return ""
+// offset prints a clock offset to a tenth of a second ("+2.0 s"), and
+// one that rounds to zero as "0.0 s", never "-0.0 s".
+func offset(s float64) string {
+	if math.Abs(s) < 0.05 {
+		return "0.0 s"
 	}
+	return fmt.Sprintf("%+.1f s", s)
+}
+
+// last prints each series' latest value, sensor by sensor.
+func last(series []fleet.Series) string {
+	var parts []string
+	for _, s := range series {
+		if len(s.Recent) > 0 {
+			parts = append(parts, fmt.Sprintf("%.2f", s.Recent[len(s.Recent)-1].V))
+		}
+	}
+	if len(parts) == 0 {
+		return "–"
+	}
+	return strings.Join(parts, " / ")
+}
+
+// sparkline draws the recent readings of a device's series as a 120x28
+// inline SVG, one line per series (sensor) on a shared scale, each titled
+// with its sensor.
+func sparkline(series []fleet.Series) template.HTML {
 	lo, hi := math.Inf(1), math.Inf(-1)
-	t0, t1 := pts[0].T, pts[len(pts)-1].T
-	for _, p := range pts {
-		lo, hi = min(lo, p.V), max(hi, p.V)
-		t0, t1 = min(t0, p.T), max(t1, p.T)
+	t0, t1 := int64(math.MaxInt64), int64(math.MinInt64)
+	lines := 0
+	for _, s := range series {
+		if len(s.Recent) < 2 {
+			continue
+		}
+		lines++
+		for _, p := range s.Recent {
+			lo, hi = min(lo, p.V), max(hi, p.V)
+			t0, t1 = min(t0, p.T), max(t1, p.T)
+		}
+	}
+	if lines == 0 {
+		return ""
 	}
 	if hi == lo {
 		hi = lo + 1
@@ -105,10 +137,33 @@ func sparkline(pts []ingest.RecentPoint) template.HTML {
 		t1 = t0 + 1
 	}
 	var b strings.Builder
-	for _, p := range pts {
-		x := 2 + 116*float64(p.T-t0)/float64(t1-t0)
-		y := 26 - 24*(p.V-lo)/(hi-lo)
-		fmt.Fprintf(&b, "%.1f,%.1f ", x, y)
+	b.WriteString(`<svg width="120" height="28" viewBox="0 0 120 28" role="img" aria-label="recent temperature">`)
+	for _, s := range series {
+		if len(s.Recent) < 2 {
+			continue
+		}
+		b.WriteString(`<polyline points="`)
+		for i, p := range s.Recent {
+			x := 2 + 116*float64(p.T-t0)/float64(t1-t0)
+			y := 26 - 24*(p.V-lo)/(hi-lo)
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%.1f,%.1f", x, y)
+		}
+		b.WriteString(`"><title>`)
+		template.HTMLEscape(&b, []byte(s.Sensor))
+		b.WriteString(`</title></polyline>`)
 	}
-	return template.HTML(`<svg width="120" height="28" viewBox="0 0 120 28" role="img" aria-label="recent temperature"><polyline points="` + strings.TrimSpace(b.String()) + `"/></svg>`)
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+// counterValue reads a counter's value.
+func counterValue(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
 }

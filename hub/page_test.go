@@ -57,9 +57,9 @@ func TestFleetPageInBrowser(t *testing.T) {
 	if tok := r.pub.Publish("freshet/v1/gw-page-1/status", 1, true, st); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
-	r.waitStat("readings", 320)
+	r.waitStat(r.m().Readings, 320)
 	testsvc.WaitFor(t, 10*time.Second, "the online status", func() error {
-		for _, d := range r.h.Ingest().Devices() {
+		for _, d := range r.h.Fleet().Devices() {
 			if d.Device == "gw-page-1" && d.State == protocol.StateOnline {
 				return nil
 			}
@@ -67,7 +67,7 @@ func TestFleetPageInBrowser(t *testing.T) {
 		return fmt.Errorf("not yet")
 	})
 	testsvc.WaitFor(t, 20*time.Second, "gw-page-2's out of range finding", func() error {
-		for _, d := range r.h.Ingest().Devices() {
+		for _, d := range r.h.Fleet().Devices() {
 			if d.Device == "gw-page-2" && len(d.Findings) == 1 && d.Findings[0].Kind == quality.OutOfRange {
 				return nil
 			}

@@ -9,6 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/freshet-iot/freshet/internal/bolttest"
+
 	"github.com/freshet-iot/freshet/hub"
 )
 
@@ -16,11 +18,8 @@ import (
 // never a reason for the hub to refuse to start or to stop checking.
 func TestUnreadableQualityStateIsStartedOver(t *testing.T) {
 	dir := t.TempDir()
-	db, err := bolt.Open(filepath.Join(dir, "hub.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	db := bolttest.OpenPath(t, filepath.Join(dir, "hub.db"), &bolt.Options{Timeout: time.Second})
+	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists([]byte("quality"))
 		if err != nil {
 			return err

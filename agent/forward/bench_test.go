@@ -1,16 +1,15 @@
 package forward_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/freshet-iot/freshet/agent/forward"
 	"github.com/freshet-iot/freshet/agent/outbox"
+	"github.com/freshet-iot/freshet/internal/agenttest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -50,26 +49,9 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 		before := h.Readings()
-		fw, _ := forward.New(ob, forward.Options{Broker: broker.URL(), Device: device, Topics: topics, Poll: 10 * time.Millisecond})
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Add(2)
 		b.StartTimer()
 		start := time.Now()
-		go func() { defer wg.Done(); fw.Run(ctx) }()
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-					ob.Commit() // applies acks (deletes settled batches), as the agent's loop does
-				}
-			}
-		}()
+		agent := agenttest.Run(b, ob, forward.Options{Broker: broker.URL(), Device: device, Topics: topics, Poll: 10 * time.Millisecond}, 0)
 		testsvc.WaitFor(b, 5*time.Minute, "backlog drained", func() error {
 			if st := ob.Stats(); st.Backlog.Readings != 0 {
 				return fmt.Errorf("%d readings left", st.Backlog.Readings)
@@ -78,9 +60,7 @@ func BenchmarkDrain(b *testing.B) {
 		})
 		elapsed := time.Since(start)
 		b.StopTimer()
-		cancel()
-		wg.Wait()
-		ob.Close()
+		agent.Stop()
 		if got := h.Readings() - before; got != n {
 			b.Fatalf("hub applied %d readings, want %d", got, n)
 		}

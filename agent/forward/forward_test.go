@@ -1,11 +1,9 @@
 package forward_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/freshet-iot/freshet/agent/forward"
 	"github.com/freshet-iot/freshet/agent/outbox"
 	"github.com/freshet-iot/freshet/firmware-sim/faultnet"
+	"github.com/freshet-iot/freshet/internal/agenttest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -51,31 +50,7 @@ func newRig(t *testing.T, b *testsvc.Broker, mod func(*forward.Options)) *rig {
 	if mod != nil {
 		mod(&o)
 	}
-	fw, err := forward.New(ob, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.fw = fw
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); fw.Run(ctx) }()
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if err := ob.Commit(); err != nil {
-					t.Errorf("commit: %v", err)
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait(); ob.Close() })
+	r.fw = agenttest.Run(t, ob, o, 10*time.Millisecond).Forwarder
 	return r
 }
 

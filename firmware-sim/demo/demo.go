@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
-	"github.com/freshet-iot/freshet/internal/testsvc"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 )
 
 // Options configure the demo.
@@ -44,7 +44,7 @@ func Run(ctx context.Context, o Options) error {
 	influxURL, bucket, token := os.Getenv("FRESHET_INFLUX_URL"), os.Getenv("FRESHET_INFLUX_BUCKET"), os.Getenv("FRESHET_INFLUX_TOKEN")
 	db := "freshet"
 	if influxURL == "" {
-		path, err := testsvc.ToolPath("influxd", "FRESHET_INFLUXD")
+		path, err := localsvc.ToolPath("influxd", "FRESHET_INFLUXD")
 		if err != nil {
 			return fmt.Errorf("influxd: %w", err)
 		}
@@ -53,7 +53,7 @@ func Run(ctx context.Context, o Options) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		ix, err := testsvc.NewInflux(path, dir)
+		ix, err := localsvc.NewInflux(path, dir)
 		if err != nil {
 			return err
 		}
@@ -65,13 +65,13 @@ func Run(ctx context.Context, o Options) error {
 	} else if bucket == "" {
 		bucket = db
 	}
-	brokerPort, err := testsvc.FreePort()
+	brokerPort, err := localsvc.FreePort()
 	if err != nil {
 		return err
 	}
 	httpAddr := "127.0.0.1:9274"
 	if l, err := net.Listen("tcp", httpAddr); err != nil {
-		p, _ := testsvc.FreePort()
+		p, _ := localsvc.FreePort()
 		httpAddr = fmt.Sprintf("127.0.0.1:%d", p)
 	} else {
 		l.Close()
@@ -113,7 +113,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	base := "http://" + httpAddr
-	if err := testsvc.Poll(30*time.Second, func() error {
+	if err := localsvc.Poll(30*time.Second, func() error {
 		select {
 		case err := <-hubDone:
 			hubDone <- err

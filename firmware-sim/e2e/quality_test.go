@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
-	"github.com/freshet-iot/freshet/hub/ingest"
+	hubfleet "github.com/freshet-iot/freshet/hub/fleet"
+	"github.com/freshet-iot/freshet/hub/schema"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
@@ -138,7 +139,7 @@ func TestQualityFindings(t *testing.T) {
 // qualityRows returns the state changes in freshet_quality in time order,
 // by "device kind[ sensor/metric]".
 func (w *world) qualityRows() map[string][]string {
-	series, err := w.ix.Query(w.db, `SELECT "state","count","value","detail" FROM "`+ingest.QualityMeasurement+`" GROUP BY "device","kind","sensor","metric"`)
+	series, err := w.ix.Query(w.db, `SELECT "state","count","value","detail" FROM "`+schema.QualityMeasurement+`" GROUP BY "device","kind","sensor","metric"`)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -164,13 +165,13 @@ func num(v any) float64 {
 	return f
 }
 
-func (w *world) devices() []ingest.DeviceInfo {
+func (w *world) devices() []hubfleet.Device {
 	resp, err := http.Get(w.httpURL + "/api/v1/devices")
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct{ Devices []ingest.DeviceInfo }
+	var body struct{ Devices []hubfleet.Device }
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		w.t.Fatal(err)
 	}

@@ -3,7 +3,10 @@ package broker
 import (
 	"bytes"
 	"crypto/subtle"
+	"log/slog"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -21,10 +24,46 @@ type User struct {
 	Hub bool
 }
 
-// UserAuth returns an auth hook for Options.Auth that admits only the
-// given users, with the topic rules of User.
-func UserAuth(users []User, topics protocol.Topics) mqtt.Hook {
-	h := &userAuth{users: map[string]User{}, prefix: topics.Prefix() + "/v1/"}
+// Metrics count what the broker refuses.
+type Metrics struct {
+	// Refused counts refused connections by reason: unknown_user,
+	// bad_password.
+	Refused *prometheus.CounterVec
+	// Denied counts refused publishes and subscriptions (topic ACL).
+	Denied *prometheus.CounterVec
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_broker_refused_connections_total",
+			Help: "Connections the embedded broker refused, by reason."}, []string{"reason"}),
+		Denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_broker_acl_denied_total",
+			Help: "Publishes (write) and subscriptions (read) the embedded broker refused by its topic rules."}, []string{"access"}),
+	}
+	for _, r := range []string{"unknown_user", "bad_password"} {
+		m.Refused.WithLabelValues(r)
+	}
+	m.Denied.WithLabelValues("write")
+	m.Denied.WithLabelValues("read")
+	if reg != nil {
+		reg.MustRegister(m.Refused, m.Denied)
+	}
+	return m
+}
+
+// userAuth admits only the given users, with the topic rules of User, and
+// logs and counts every refusal.
+type userAuth struct {
+	mqtt.HookBase
+	users   map[string]User
+	prefix  string
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+func newUserAuth(users []User, topics protocol.Topics, log *slog.Logger, m *Metrics) *userAuth {
+	h := &userAuth{users: map[string]User{}, prefix: topics.Prefix() + "/v1/", log: log, metrics: m}
 	if topics.Prefix() == "" {
 		h.prefix = protocol.DefaultPrefix + "/v1/"
 	}
@@ -32,12 +71,6 @@ func UserAuth(users []User, topics protocol.Topics) mqtt.Hook {
 		h.users[u.Name] = u
 	}
 	return h
-}
-
-type userAuth struct {
-	mqtt.HookBase
-	users  map[string]User
-	prefix string
 }
 
 func (h *userAuth) ID() string { return "freshet-users" }
@@ -48,10 +81,43 @@ func (h *userAuth) Provides(b byte) bool {
 
 func (h *userAuth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	u, ok := h.users[string(pk.Connect.Username)]
-	return ok && subtle.ConstantTimeCompare(pk.Connect.Password, []byte(u.Password)) == 1
+	reason := "unknown_user"
+	if ok {
+		if subtle.ConstantTimeCompare(pk.Connect.Password, []byte(u.Password)) == 1 {
+			return true
+		}
+		reason = "bad_password"
+	}
+	h.metrics.Refused.WithLabelValues(reason).Inc()
+	h.log.Warn("broker: connection refused", "reason", reason, "username", clip(string(pk.Connect.Username)),
+		"client_id", clip(pk.Connect.ClientIdentifier), "remote", cl.Net.Remote)
+	return false
 }
 
 func (h *userAuth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if h.allowed(cl, topic, write) {
+		return true
+	}
+	access := "read"
+	if write {
+		access = "write"
+	}
+	h.metrics.Denied.WithLabelValues(access).Inc()
+	h.log.Warn("broker: topic denied", "access", access, "topic", clip(topic), "username", clip(string(cl.Properties.Username)),
+		"client_id", clip(cl.ID))
+	return false
+}
+
+// clip bounds what a client chose before it goes into a log line.
+func clip(s string) string {
+	const n = 128
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (h *userAuth) allowed(cl *mqtt.Client, topic string, write bool) bool {
 	u, ok := h.users[string(cl.Properties.Username)]
 	if !ok {
 		return false

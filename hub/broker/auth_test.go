@@ -7,6 +7,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/freshet-iot/freshet/hub/broker"
 	"github.com/freshet-iot/freshet/protocol"
@@ -16,18 +17,19 @@ import (
 // topics; the hub user sees every device.
 func TestUserAuth(t *testing.T) {
 	topics, _ := protocol.NewTopics("")
-	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", Auth: broker.UserAuth([]broker.User{
+	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", Topics: topics, Users: []broker.User{
 		{Name: "hub", Password: "hub-secret", Hub: true},
 		{Name: "gw-1", Password: "one"},
 		{Name: "gw-2", Password: "two"},
-	}, topics)})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	connect := func(user, pass string) (paho.Client, error) {
 		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(user + "-" + pass).
-			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+			SetProtocolVersion(4)) // one attempt: without it paho retries a refused connect as MQTT 3.1
 		tok := c.Connect()
 		if !tok.WaitTimeout(5 * time.Second) {
 			return nil, fmt.Errorf("timeout")
@@ -39,6 +41,10 @@ func TestUserAuth(t *testing.T) {
 	}
 	if _, err := connect("nobody", "x"); err == nil {
 		t.Fatal("an unknown user was accepted")
+	}
+	m := b.Metrics()
+	if bad, unknown := promtest.ToFloat64(m.Refused.WithLabelValues("bad_password")), promtest.ToFloat64(m.Refused.WithLabelValues("unknown_user")); bad != 1 || unknown != 1 {
+		t.Fatalf("refused connections counted: bad_password %v, unknown_user %v; want 1 and 1", bad, unknown)
 	}
 	hub, err := connect("hub", "hub-secret")
 	if err != nil {
@@ -98,5 +104,8 @@ func TestUserAuth(t *testing.T) {
 	defer mu.Unlock()
 	if got["freshet/v1/gw-2/batch forged"] != 0 {
 		t.Fatal("a device published on another device's topic")
+	}
+	if w, r := promtest.ToFloat64(m.Denied.WithLabelValues("write")), promtest.ToFloat64(m.Denied.WithLabelValues("read")); w != 1 || r != 1 {
+		t.Fatalf("denials counted: write %v, read %v; want 1 and 1", w, r)
 	}
 }

@@ -15,6 +15,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/freshet-iot/freshet/protocol"
 )
 
 // Options configure the embedded broker. The zero value listens on
@@ -26,15 +29,20 @@ type Options struct {
 	// TLS, if not nil, makes the listener speak MQTT over TLS (set ClientAuth
 	// and ClientCAs for mutual TLS).
 	TLS *tls.Config
-	// Auth, if not nil, decides who may connect and use which topics;
-	// nil allows everyone (fit only for a loopback listener).
-	Auth mqtt.Hook
+	// Users, if any, are the only accounts admitted, with the topic rules
+	// of User under Topics; none admits everyone (fit only for a loopback
+	// listener). Refusals are logged and counted.
+	Users  []User
+	Topics protocol.Topics
+	// Registerer receives the broker's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
+	metrics   *Metrics
 	server    *mqtt.Server
 	listener  *closeSafeTCP
 	closeOnce sync.Once
@@ -49,9 +57,10 @@ func Start(o Options) (*Broker, error) {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := mqtt.New(&mqtt.Options{InlineClient: false, Logger: o.Logger})
-	hook := o.Auth
-	if hook == nil {
-		hook = new(auth.AllowHook)
+	m := NewMetrics(o.Registerer)
+	var hook mqtt.Hook = new(auth.AllowHook)
+	if len(o.Users) > 0 {
+		hook = newUserAuth(o.Users, o.Topics, o.Logger, m)
 	}
 	if err := s.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker auth hook: %w", err)
@@ -64,12 +73,15 @@ func Start(o Options) (*Broker, error) {
 		l.Close(l.closeClients)
 		return nil, fmt.Errorf("broker serve: %w", err)
 	}
-	return &Broker{server: s, listener: l}, nil
+	return &Broker{metrics: m, server: s, listener: l}, nil
 }
 
 // Addr returns the address the broker listens on (with the real port when
 // Options.Addr asked for port 0).
 func (b *Broker) Addr() string { return b.listener.Address() }
+
+// Metrics returns the broker's counters.
+func (b *Broker) Metrics() *Metrics { return b.metrics }
 
 // Server returns the mochi server, for hooks and statistics.
 func (b *Broker) Server() *mqtt.Server { return b.server }

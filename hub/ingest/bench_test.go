@@ -3,14 +3,15 @@ package ingest
 import (
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/freshet-iot/freshet/hub/quality"
+	"github.com/freshet-iot/freshet/hub/fleet"
+	"github.com/freshet-iot/freshet/hub/ledger"
 	"github.com/freshet-iot/freshet/hub/window"
+	"github.com/freshet-iot/freshet/internal/bolttest"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -20,15 +21,12 @@ import (
 // (3 series at 1 Hz) per commit, from 16 devices. Reports readings/s on one
 // goroutine.
 func BenchmarkPipeline(b *testing.B) {
-	db, err := bolt.Open(filepath.Join(b.TempDir(), "hub.db"), 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	db := bolttest.Open(b, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	win, _ := window.New(window.Options{})
-	h := &Hub{o: Options{DB: db, Windows: win, Limits: protocol.Limits{}.WithDefaults(), Now: time.Now}, fleet: newFleet(quality.DefaultClockFloor)}
+	h := &Pipeline{o: Options{DB: db, Windows: win, Limits: protocol.Limits{}.WithDefaults(), Now: time.Now, Fleet: fleet.New(fleet.Options{}), Findings: nobody{}},
+		metrics: newMetrics(nil, nil, nil)}
 	db.Update(func(tx *bolt.Tx) error { return win.Init(tx) })
-	db.Update(func(tx *bolt.Tx) error { return initLedger(tx) })
+	db.Update(func(tx *bolt.Tx) error { return ledger.Init(tx) })
 	const devices, samples = 16, 500
 	payloads := make([][][]byte, devices)
 	r := rand.New(rand.NewPCG(1, 2))

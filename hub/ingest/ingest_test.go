@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/window"
+	"github.com/freshet-iot/freshet/internal/bolttest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -43,11 +41,7 @@ func TestCoalescedRawWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "hub.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := bolttest.Open(t, nil)
 	win, err := window.New(window.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -78,12 +78,13 @@ func (s *State) compact() {
 	}
 }
 
-// Ack builds the ack for this state (at most l.MaxAckSeqs seqs above Through).
-func (s *State) Ack(device string, epoch uint64, max int) *protocol.Ack {
+// Ack builds the ack for this state: Through, and the lowest maxSeqs seqs
+// of Above (protocol.Limits.MaxAckSeqs).
+func (s *State) Ack(device string, epoch uint64, maxSeqs int) *protocol.Ack {
 	a := &protocol.Ack{Device: device, Epoch: epoch, Through: s.Through}
 	above := s.Above
-	if len(above) > max {
-		above = above[:max]
+	if len(above) > maxSeqs {
+		above = above[:maxSeqs]
 	}
 	a.Applied = slices.Clone(above)
 	return a

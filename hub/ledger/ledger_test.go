@@ -2,11 +2,12 @@ package ledger_test
 
 import (
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/internal/bolttest"
 
 	"github.com/freshet-iot/freshet/hub/ledger"
 )
@@ -46,12 +47,8 @@ func TestRandomOrderEqualsSet(t *testing.T) {
 }
 
 func TestPersist(t *testing.T) {
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "l.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
+	db := bolttest.Open(t, nil)
+	err := db.Update(func(tx *bolt.Tx) error {
 		if err := ledger.Init(tx); err != nil {
 			return err
 		}

@@ -125,3 +125,8 @@ func (d *DeviceState) OpenFindings() []Finding { return slices.Clone(d.Open) }
 
 // OpenFindings returns the open findings.
 func (s *SeriesState) OpenFindings() []Finding { return slices.Clone(s.Open) }
+
+// Equal reports whether d and o hold the same state.
+func (d *DeviceState) Equal(o *DeviceState) bool {
+	return d.LastAlive == o.LastAlive && slices.Equal(d.Open, o.Open)
+}

@@ -4,14 +4,16 @@ import (
 	"cmp"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
 	"go.uber.org/goleak"
+
+	"github.com/freshet-iot/freshet/internal/bolttest"
 
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -28,10 +30,7 @@ type env struct {
 
 func newEnv(t testing.TB, o Options) *env {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(t.TempDir(), "window.db"), 0o600, &bolt.Options{NoSync: true, NoFreelistSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := bolttest.Open(t, &bolt.Options{NoSync: true, NoFreelistSync: true})
 	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -39,19 +38,6 @@ func newEnv(t testing.TB, o Options) *env {
 	if err := db.Update(s.Init); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := db.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				t.Errorf("bbolt check: %v", err)
-			}
-			return nil
-		}); err != nil {
-			t.Error(err)
-		}
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
 	return &env{t: t, db: db, s: s}
 }
 

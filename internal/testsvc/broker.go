@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/hub/broker"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 )
 
 // Broker is a running MQTT broker on 127.0.0.1. Stop and Start keep its
@@ -165,14 +166,14 @@ func StartMosquittoWith(tb testing.TB, o MosquittoOptions) *Broker {
 	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	m := &mosquitto{addr: addr, p: &proc{name: "mosquitto", path: path, args: []string{"-c", confPath}, logPath: filepath.Join(dir, "mosquitto.log")}}
+	m := &mosquitto{addr: addr, p: &localsvc.Proc{Name: "mosquitto", Path: path, Args: []string{"-c", confPath}, LogPath: filepath.Join(dir, "mosquitto.log")}}
 	if err := m.start(); err != nil {
 		tb.Fatalf("start mosquitto: %v", err)
 	}
 	tb.Cleanup(func() {
 		m.stop()
 		if tb.Failed() {
-			tb.Logf("mosquitto log:\n%s", m.p.tail(30))
+			tb.Logf("mosquitto log:\n%s", m.p.Tail(30))
 		}
 	})
 	return &Broker{Name: "mosquitto", Addr: addr, impl: m}
@@ -189,22 +190,22 @@ func hasPrefix(lines []string, prefix string) bool {
 
 type mosquitto struct {
 	addr string
-	p    *proc
+	p    *localsvc.Proc
 }
 
 func (m *mosquitto) start() error {
-	if m.p.running() {
+	if m.p.Running() {
 		return fmt.Errorf("mosquitto on %s is already running", m.addr)
 	}
-	if err := m.p.start(); err != nil {
+	if err := m.p.Start(); err != nil {
 		return err
 	}
-	if err := waitTCP(m.p, m.addr, 10*time.Second); err != nil {
-		m.p.kill()
+	if err := localsvc.WaitTCP(m.p, m.addr, 10*time.Second); err != nil {
+		m.p.Kill()
 		return err
 	}
 	return nil
 }
 
-func (m *mosquitto) stop() { m.p.stop(5 * time.Second) }
-func (m *mosquitto) kill() { m.p.kill() }
+func (m *mosquitto) stop() { m.p.Stop(5 * time.Second) }
+func (m *mosquitto) kill() { m.p.Kill() }

@@ -10,13 +10,14 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/freshet-iot/freshet/hub/ledger"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
 // HubStub is a minimal acking subscriber that stands in for the hub in agent
-// tests: it takes every batch from the broker, keeps a ledger per (device,
-// epoch) that drops duplicates and treats gap-notice seqs as settled, and
-// acks like the hub does. It reconnects by itself when the broker goes away.
+// tests: it takes every batch from the broker, keeps the hub's ledger
+// (hub/ledger) per (device, epoch), which drops duplicates and treats
+// gap-notice seqs as settled, and acks from it as the hub does. It reconnects by itself when the broker goes away.
 type HubStub struct {
 	tb     testing.TB
 	url    string
@@ -24,7 +25,7 @@ type HubStub struct {
 	acking atomic.Bool
 
 	mu       sync.Mutex
-	ledgers  map[ledgerKey]*stubLedger
+	ledgers  map[ledgerKey]*ledger.State
 	applied  []*protocol.Batch // in the order first received
 	dupes    int
 	bad      int
@@ -37,16 +38,11 @@ type ledgerKey struct {
 	epoch  uint64
 }
 
-type stubLedger struct {
-	through uint64
-	above   map[uint64]bool
-}
-
 // StartHubStub connects a stub hub to the broker at url for the life of tb.
 func StartHubStub(tb testing.TB, url string) *HubStub {
 	tb.Helper()
 	topics, _ := protocol.NewTopics("")
-	h := &HubStub{tb: tb, url: url, topics: topics, ledgers: map[ledgerKey]*stubLedger{}, statuses: map[string]*protocol.Status{}, states: map[string][]string{}}
+	h := &HubStub{tb: tb, url: url, topics: topics, ledgers: map[ledgerKey]*ledger.State{}, statuses: map[string]*protocol.Status{}, states: map[string][]string{}}
 	h.acking.Store(true)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -135,39 +131,24 @@ func (h *HubStub) handle(c paho.Client, m paho.Message) {
 	k := ledgerKey{device, b.Epoch}
 	l := h.ledgers[k]
 	if l == nil {
-		l = &stubLedger{above: map[uint64]bool{}}
+		l = &ledger.State{}
 		h.ledgers[k] = l
 	}
-	if b.Seq <= l.through || l.above[b.Seq] {
+	if l.Settled(b.Seq) {
 		h.dupes++
 	} else {
-		l.above[b.Seq] = true
 		if b.Gap != nil {
 			for _, r := range b.Gap.Seqs {
-				for s := r.First; s <= r.Last; s++ {
-					if s > l.through {
-						l.above[s] = true
-					}
-				}
+				l.SettleRange(r.First, r.Last)
 			}
 		}
-		for l.above[l.through+1] {
-			delete(l.above, l.through+1)
-			l.through++
-		}
+		l.Settle(b.Seq)
 		h.applied = append(h.applied, &b)
 	}
 	if !h.acking.Load() {
 		return
 	}
-	a := &protocol.Ack{Device: device, Epoch: b.Epoch, Through: l.through}
-	for s := range l.above {
-		a.Applied = append(a.Applied, s)
-	}
-	slices.Sort(a.Applied)
-	if len(a.Applied) > 1024 {
-		a.Applied = a.Applied[:1024]
-	}
+	a := l.Ack(device, b.Epoch, protocol.DefaultLimits().MaxAckSeqs)
 	data, err := codec.EncodeAck(a)
 	if err != nil {
 		h.tb.Errorf("hub stub: encode ack: %v", err)

@@ -12,9 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/freshet-iot/freshet/hub"
@@ -60,7 +57,7 @@ func main() {
 	} else {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	}
-	h, err := hub.New(cfg, hub.Options{Logger: log, Failpoint: failpoint(os.Getenv("FRESHET_HUB_FAILPOINT"))})
+	h, err := hub.New(cfg, hub.Options{Logger: log, Failpoint: failpoint()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
@@ -77,21 +74,4 @@ func brokerDesc(cfg *hub.Config) string {
 		return "embedded, listening on " + cfg.Broker.Embedded.Listen
 	}
 	return cfg.Broker.URL
-}
-
-// failpoint turns FRESHET_HUB_FAILPOINT=step:n into a hook that kills the
-// process (as kill -9 would) the n-th time the pipeline reaches step. For
-// crash tests only.
-func failpoint(spec string) func(string) {
-	step, nStr, ok := strings.Cut(spec, ":")
-	n, err := strconv.Atoi(nStr)
-	if !ok || err != nil || n < 1 {
-		return nil
-	}
-	var hits atomic.Int64
-	return func(s string) {
-		if s == step && hits.Add(1) == int64(n) {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
-	}
 }

@@ -1,4 +1,8 @@
-package ingest
+// Package schema is the InfluxDB schema the hub writes: how a batch's
+// readings, a window's aggregate, a gap notice and a data quality finding
+// become measurements, tags, fields and times. It is the only place that
+// knows; README.md ("InfluxDB schema") documents it for users.
+package schema
 
 import (
 	"strconv"
@@ -25,7 +29,9 @@ const (
 	QualityMeasurement = "freshet_quality"
 )
 
-func seriesTags(device string, s *protocol.Series) []influx.Tag {
+// SeriesTags are the tags of a series' points, sorted by key: device,
+// sensor, unit (if any) and the series' labels.
+func SeriesTags(device string, s *protocol.Series) []influx.Tag {
 	tags := make([]influx.Tag, 0, 3+len(s.Labels))
 	tags = append(tags, influx.Tag{Key: "device", Value: device}, influx.Tag{Key: "sensor", Value: s.Sensor})
 	if s.Unit != "" {
@@ -46,13 +52,13 @@ func sortTags(tags []influx.Tag) {
 	}
 }
 
-// rawLines renders a batch's readings (and its gap notice) into l, series
+// RawLines renders a batch's readings (and its gap notice) into l, series
 // by series. Floats at a resolution go as their decimal text (exact, and
 // much cheaper to render than the shortest float text).
-func rawLines(l *influx.Lines, b *protocol.Batch) {
+func RawLines(l *influx.Lines, b *protocol.Batch) {
 	for i := range b.Series {
 		s := &b.Series[i]
-		l.Series(s.Metric, seriesTags(b.Device, s), "value")
+		l.Series(s.Metric, SeriesTags(b.Device, s), "value")
 		l.Reserve(len(s.Times))
 		switch s.Type {
 		case protocol.Float:
@@ -95,7 +101,7 @@ func rawLines(l *influx.Lines, b *protocol.Batch) {
 				{Key: "seqs", Value: int64(g.SeqCount())},
 			}, Time: b.SealTime})
 		if g.Readings > 0 {
-			for _, p := range qualityPoints(nil, quality.DroppedEvents(b.Device, g.Readings, g.FirstTime, g.LastTime)) {
+			for _, p := range QualityPoints(nil, quality.DroppedEvents(b.Device, g.Readings, g.FirstTime, g.LastTime)) {
 				l.Add(&p)
 			}
 		}
@@ -115,16 +121,42 @@ func WindowName(d time.Duration) string {
 	return strconv.Itoa(int(d/time.Second)) + "s"
 }
 
-func aggPoints(dst []influx.Point, aggs []window.Aggregate) []influx.Point {
+// AggPoints appends the points of window aggregates to dst.
+func AggPoints(dst []influx.Point, aggs []window.Aggregate) []influx.Point {
 	for i := range aggs {
 		a := &aggs[i]
 		s := protocol.Series{Sensor: a.Sensor, Unit: a.Unit, Labels: a.Labels}
-		dst = append(dst, influx.Point{Measurement: a.Metric + "_" + WindowName(a.Size), Tags: seriesTags(a.Device, &s),
+		dst = append(dst, influx.Point{Measurement: a.Metric + "_" + WindowName(a.Size), Tags: SeriesTags(a.Device, &s),
 			Fields: []influx.Field{
 				{Key: "count", Value: a.Count}, {Key: "first", Value: a.First}, {Key: "last", Value: a.Last},
 				{Key: "max", Value: a.Max}, {Key: "mean", Value: a.Mean}, {Key: "min", Value: a.Min},
 				{Key: "stddev", Value: a.Stddev}, {Key: "sum", Value: a.Sum},
 			}, Time: a.Start})
+	}
+	return dst
+}
+
+// QualityPoints appends quality finding events as rows of the quality
+// measurement to dst.
+func QualityPoints(dst []influx.Point, evs []quality.Event) []influx.Point {
+	for _, e := range evs {
+		tags := []influx.Tag{{Key: "device", Value: e.Device}, {Key: "kind", Value: string(e.Kind)}}
+		if e.Sensor != "" {
+			tags = append(tags, influx.Tag{Key: "metric", Value: e.Metric}, influx.Tag{Key: "sensor", Value: e.Sensor})
+		}
+		open := int64(0)
+		if e.State == quality.StateOpened {
+			open = 1
+		}
+		dst = append(dst, influx.Point{Measurement: QualityMeasurement, Tags: tags, Time: e.Time, Fields: []influx.Field{
+			{Key: "count", Value: e.Count},
+			{Key: "detail", Value: e.Detail},
+			{Key: "open", Value: open},
+			{Key: "opened", Value: e.Opened},
+			{Key: "resolved", Value: e.Resolved},
+			{Key: "state", Value: e.State},
+			{Key: "value", Value: e.Value},
+		}})
 	}
 	return dst
 }

@@ -1,0 +1,173 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/hub/ledger"
+	"github.com/freshet-iot/freshet/hub/quality"
+	"github.com/freshet-iot/freshet/hub/window"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// committer applies records in group commits, then acks them.
+func (p *Pipeline) committer(ctx context.Context) {
+	for {
+		var group []*record
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-p.done:
+			group = append(group, r)
+		}
+	more:
+		for len(group) < MaxCommitGroup {
+			select {
+			case r := <-p.done:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		if err := p.commit(group); err != nil {
+			p.log.Error("commit failed; the batches stay unacked and will be redelivered", "err", err, "batches", len(group))
+			continue
+		}
+		p.o.Failpoint("after-commit")
+		for _, r := range group {
+			p.finish(r)
+		}
+	}
+}
+
+type ledgerKey struct {
+	device string
+	epoch  uint64
+}
+
+// commit applies a group in one transaction: each batch's seq goes into
+// the ledger, its readings into the windows unless the ledger already had
+// it; each record gets the ack its device is owed.
+func (p *Pipeline) commit(group []*record) error {
+	now := p.o.Now()
+	var merged window.MergeStats
+	results := make([]string, len(group))
+	perBatch := make([]window.MergeStats, len(group))
+	err := p.o.DB.Update(func(tx *bolt.Tx) error {
+		states := map[ledgerKey]*ledger.State{}
+		load := func(d string, e uint64) (*ledger.State, error) {
+			k := ledgerKey{d, e}
+			if s, ok := states[k]; ok {
+				return s, nil
+			}
+			s, err := ledger.Load(tx, d, e)
+			if err != nil {
+				return nil, err
+			}
+			states[k] = &s
+			return &s, nil
+		}
+		merged = window.MergeStats{}
+		for i, r := range group {
+			switch r.kind {
+			case kindDrop:
+				results[i] = resultDropped
+				if err := deadLetter(tx, r, now, p.o.DeadLetters); err != nil {
+					return err
+				}
+				continue
+			case kindReject:
+				results[i] = resultRejected
+				if err := deadLetter(tx, r, now, p.o.DeadLetters); err != nil {
+					return err
+				}
+			}
+			st, err := load(r.device, r.epoch)
+			if err != nil {
+				return fmt.Errorf("ledger %s/%x: %w", r.device, r.epoch, err)
+			}
+			if r.kind == kindApply {
+				if st.Settled(r.seq) {
+					results[i] = resultDuplicate
+				} else {
+					ms, err := p.o.Windows.Merge(tx, r.batch, now)
+					if err != nil {
+						return fmt.Errorf("window merge %s/%d: %w", r.device, r.seq, err)
+					}
+					perBatch[i] = ms
+					merged.Merged += ms.Merged
+					merged.TooLate += ms.TooLate
+					merged.Corrections += ms.Corrections
+					if g := r.batch.Gap; g != nil {
+						for _, sr := range g.Seqs {
+							st.SettleRange(sr.First, sr.Last)
+						}
+					}
+					results[i] = resultApplied
+				}
+			}
+			st.Settle(r.seq)
+		}
+		for k, s := range states {
+			if err := ledger.Save(tx, k.device, k.epoch, *s); err != nil {
+				return err
+			}
+		}
+		for _, r := range group {
+			if r.kind != kindDrop {
+				st := states[ledgerKey{r.device, r.epoch}]
+				r.ack = st.Ack(r.device, r.epoch, p.o.Limits.MaxAckSeqs)
+				if r.kind == kindReject {
+					r.ack.Rejected = []protocol.Rejection{{Seq: r.seq, Reason: r.reason, Detail: clip(r.detail, rejectionDetail)}}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m := p.metrics
+	m.Commits.Inc()
+	m.TooLate.Add(float64(merged.TooLate))
+	m.Corrections.Add(float64(merged.Corrections))
+	for i, r := range group {
+		m.Batches.WithLabelValues(results[i]).Inc()
+		switch results[i] {
+		case resultApplied:
+			m.Readings.Add(float64(r.batch.Readings()))
+			if ms := perBatch[i]; ms.Corrections > 0 || ms.TooLate > 0 {
+				p.o.Fleet.Merged(r.device, ms.Corrections, ms.TooLate)
+			}
+			if g := r.batch.Gap; g != nil {
+				m.GapReadings.Add(float64(g.Readings))
+				p.o.Fleet.Gap(r.device, g.Readings)
+				if g.Readings > 0 { // its findings were written with the raw points
+					p.o.Findings.Count(quality.Dropped, quality.StateOpened)
+					p.o.Findings.Count(quality.Dropped, quality.StateResolved)
+				}
+			}
+		case resultRejected, resultDropped:
+			m.Rejections.WithLabelValues(r.reason).Inc()
+			p.o.Fleet.Rejected(r.device)
+			p.log.Warn("batch refused", "device", r.device, "seq", r.seq, "reason", r.reason, "detail", clip(r.detail, 200))
+		}
+	}
+	return nil
+}
+
+// finish acks the agent (if the record names a seq), then the broker.
+func (p *Pipeline) finish(r *record) {
+	if r.ack != nil && r.client != nil {
+		codec := protocol.NewCodec(p.o.Limits)
+		if data, err := codec.EncodeAck(r.ack); err == nil {
+			p.o.Failpoint("before-ack")
+			r.client.Publish(p.o.Topics.Ack(r.device), 1, false, data) // not waited on: a lost ack means a resend, which is re-acked
+		} else {
+			p.log.Error("encode ack", "err", err)
+		}
+	}
+	r.msg.Ack()
+}

@@ -1,0 +1,177 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/ledger"
+	"github.com/freshet-iot/freshet/hub/schema"
+	"github.com/freshet-iot/freshet/protocol"
+)
+
+// worker decodes messages and writes their raw points, a group at a time.
+func (p *Pipeline) worker(ctx context.Context) {
+	codec := protocol.NewCodec(p.o.Limits)
+	lines := new(influx.Lines)
+	var group []*record
+	for {
+		var m paho.Message
+		select {
+		case <-ctx.Done():
+			return
+		case m = <-p.in:
+		}
+		lines.Reset()
+		group = p.take(codec, m, lines, group[:0])
+	more:
+		for lines.Len() < CoalesceLines && len(group) < CoalesceBatches {
+			select {
+			case m = <-p.in:
+				group = p.take(codec, m, lines, group)
+			default:
+				break more
+			}
+		}
+		if !p.writeRaw(ctx, lines, group) {
+			return // stopping: the messages stay unacked and come back
+		}
+		for _, r := range group {
+			select {
+			case p.done <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+		clear(group) // let the batches go
+	}
+}
+
+// take decodes a message into a record for the committer and renders its
+// raw points into lines; it appends nothing for messages fully handled here.
+func (p *Pipeline) take(codec *protocol.Codec, m paho.Message, lines *influx.Lines, group []*record) []*record {
+	r := &record{msg: m}
+	if c := p.client.Load(); c != nil {
+		r.client = *c
+	}
+	device, kind, err := p.o.Topics.Parse(m.Topic())
+	if err != nil {
+		r.kind, r.reason, r.detail = kindDrop, "bad_topic", err.Error()
+		return append(group, r)
+	}
+	r.device = device
+	if kind == protocol.TopicStatus {
+		if len(m.Payload()) > 0 { // an empty retained payload clears the topic
+			if s, err := codec.DecodeStatus(m.Payload()); err == nil && s.Device == device {
+				p.o.Fleet.Status(s, p.o.Now())
+			} else {
+				p.metrics.Rejections.WithLabelValues("status_" + reasonOf(err, "device_mismatch")).Inc()
+			}
+		}
+		m.Ack()
+		return group
+	}
+	if kind != protocol.TopicBatch {
+		m.Ack()
+		return group
+	}
+	b := new(protocol.Batch)
+	if err := codec.DecodeBatch(m.Payload(), b); err != nil {
+		r.reason, r.detail = protocol.Reason(err), err.Error()
+		d, e, s, perr := codec.PeekHeader(m.Payload())
+		if perr != nil || d != device {
+			r.kind = kindDrop
+			return append(group, r)
+		}
+		r.kind, r.epoch, r.seq = kindReject, e, s
+		return append(group, r)
+	}
+	r.epoch, r.seq, r.batch = b.Epoch, b.Seq, b
+	if b.Device != device {
+		r.kind, r.reason, r.detail = kindDrop, "device_mismatch", fmt.Sprintf("batch of %q on the topic of %q", b.Device, device)
+		return append(group, r)
+	}
+	p.o.Fleet.Batch(b, p.o.Now())
+	r.kind = kindApply
+	// Skip the raw write for a batch already applied (a redelivery).
+	p.o.DB.View(func(tx *bolt.Tx) error {
+		st, err := ledger.Load(tx, device, b.Epoch)
+		r.raw = !(err == nil && st.Settled(b.Seq))
+		return nil
+	})
+	if r.raw {
+		schema.RawLines(lines, b)
+	}
+	return append(group, r)
+}
+
+// writeRaw writes the raw points of a group's batches (lines), and returns
+// once they are stored or refused for their data: then the batches that
+// hold refused points become rejections. While InfluxDB refuses the hub
+// itself (wrong token, missing bucket) it holds the group and retries. It
+// returns false if ctx ended first.
+func (p *Pipeline) writeRaw(ctx context.Context, lines *influx.Lines, group []*record) bool {
+	if lines.Len() == 0 {
+		return true
+	}
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		err := p.o.Influx.WriteLines(ctx, lines)
+		var rej *influx.RejectedError
+		switch {
+		case err == nil:
+			p.influxRefused.Store(false)
+			p.o.Failpoint("after-raw-write")
+			return true
+		case errors.As(err, &rej):
+			return p.blame(ctx, group, err)
+		case ctx.Err() != nil:
+			return false
+		}
+		// InfluxDB refuses us (wrong token, missing bucket): not the
+		// batches' fault. Hold them, say so, and try again.
+		p.influxRefused.Store(true)
+		p.log.Error("InfluxDB refuses the hub's writes; holding the batches", "err", err, "batches", len(group), "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// blame finds the batches whose points InfluxDB refused (err) by writing
+// each raw batch of the group alone (writing a point again is harmless),
+// and makes them rejections.
+func (p *Pipeline) blame(ctx context.Context, group []*record, err error) bool {
+	var raw []*record
+	for _, r := range group {
+		if r.raw {
+			raw = append(raw, r)
+		}
+	}
+	if len(raw) == 1 {
+		raw[0].kind, raw[0].reason, raw[0].detail = kindReject, "influx_rejected", err.Error()
+		return true
+	}
+	one := new(influx.Lines)
+	for _, r := range raw {
+		one.Reset()
+		schema.RawLines(one, r.batch)
+		if !p.writeRaw(ctx, one, []*record{r}) {
+			return false
+		}
+	}
+	return true
+}
+
+func reasonOf(err error, otherwise string) string {
+	if err != nil {
+		return protocol.Reason(err)
+	}
+	return otherwise
+}
