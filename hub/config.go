@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
@@ -100,6 +101,13 @@ type InfluxConfig struct {
 	TokenFile  string `yaml:"token_file"`
 	TokenEnv   string `yaml:"token_env"`
 	BatchLines int    `yaml:"batch_lines"` // default 5000
+	// Database and RetentionPolicy are where InfluxQL (on /query) reads the
+	// bucket back: the hub rebuilds windows that another hub may share from
+	// their raw rows. Default from the bucket: "db/rp" gives db and rp; a
+	// 2.x or 3.x bucket name maps to the database of that name (2.x: a
+	// DBRP mapping, automatic for buckets since 2.1).
+	Database        string `yaml:"database"`
+	RetentionPolicy string `yaml:"retention_policy"`
 }
 
 // WindowsConfig sets the aggregation.
@@ -108,6 +116,10 @@ type WindowsConfig struct {
 	AllowedLateness   cfgfile.Duration   `yaml:"allowed_lateness"`   // default 2m
 	IdleTimeout       cfgfile.Duration   `yaml:"idle_timeout"`       // default 5m
 	CorrectionHorizon cfgfile.Duration   `yaml:"correction_horizon"` // default 72h
+	// VerifyAfter: a window rebuilt from InfluxDB because another hub may
+	// share it is read back and verified this long after it was written
+	// (default 30s).
+	VerifyAfter cfgfile.Duration `yaml:"verify_after"`
 }
 
 // LoadConfig reads and validates a config file.
@@ -200,6 +212,9 @@ func (c *Config) Validate() error {
 	if in.BatchLines == 0 {
 		in.BatchLines = 5000
 	}
+	if in.Database == "" {
+		in.Database, in.RetentionPolicy = influx.DatabaseOf(in.Bucket)
+	}
 	w := &c.Windows
 	if len(w.Sizes) == 0 {
 		w.Sizes = []cfgfile.Duration{cfgfile.Duration(time.Minute), cfgfile.Duration(time.Hour)}
@@ -207,12 +222,12 @@ func (c *Config) Validate() error {
 	for i, x := range []struct {
 		d *cfgfile.Duration
 		v time.Duration
-	}{{&w.AllowedLateness, 2 * time.Minute}, {&w.IdleTimeout, 5 * time.Minute}, {&w.CorrectionHorizon, 72 * time.Hour}} {
+	}{{&w.AllowedLateness, 2 * time.Minute}, {&w.IdleTimeout, 5 * time.Minute}, {&w.CorrectionHorizon, 72 * time.Hour}, {&w.VerifyAfter, 30 * time.Second}} {
 		if *x.d == 0 {
 			*x.d = cfgfile.Duration(x.v)
 		}
 		if *x.d < 0 {
-			return bad([]string{"windows.allowed_lateness", "windows.idle_timeout", "windows.correction_horizon"}[i], "negative")
+			return bad([]string{"windows.allowed_lateness", "windows.idle_timeout", "windows.correction_horizon", "windows.verify_after"}[i], "negative")
 		}
 	}
 	if err := c.Quality.Validate(); err != nil {

@@ -143,8 +143,13 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	if err != nil {
 		return fail(err)
 	}
-	h.emitter, err = emit.New(emit.Options{DB: db, Windows: win, Influx: h.influx, Registerer: o.Registry,
-		Logger: o.Logger.With("part", "emit"), Now: o.Now})
+	reader, err := influx.NewReader(influx.ReaderOptions{URL: cfg.Influx.URL, Database: cfg.Influx.Database,
+		RetentionPolicy: cfg.Influx.RetentionPolicy, Token: token, Client: h.influx.HTTPClient()})
+	if err != nil {
+		return fail(err)
+	}
+	h.emitter, err = emit.New(emit.Options{DB: db, Windows: win, Influx: h.influx, Reader: reader, Statuses: h.fleet,
+		VerifyAfter: time.Duration(cfg.Windows.VerifyAfter), Registerer: o.Registry, Logger: o.Logger.With("part", "emit"), Now: o.Now})
 	if err != nil {
 		return fail(err)
 	}

@@ -6,8 +6,33 @@ import (
 	"strings"
 )
 
-// Version is the wire protocol version this package speaks.
-const Version = 1
+// Version is the wire protocol version this package writes; it reads
+// MinVersion to Version. Version 2 added to a batch the agent's settled
+// mark and its Before time, acks of seq ranges signed by the hub, and the
+// settled mark to the status (README.md, "Wire protocol").
+const Version = 2
+
+// MinVersion is the oldest version this package reads and writes.
+const MinVersion = 1
+
+// Fields of each message per version (1, 2), the length of its array.
+var (
+	batchFields  = [2]int{8, 10}
+	ackFields    = [2]int{7, 9}
+	statusFields = [2]int{13, 14}
+)
+
+// version returns the version a message with v in its Version field is
+// encoded in (0 means Version) or an error.
+func version(v uint8) (uint8, error) {
+	switch {
+	case v == 0:
+		return Version, nil
+	case v < MinVersion || v > Version:
+		return 0, fmt.Errorf("%w: version %d (this build speaks %d to %d)", ErrUnknownVersion, v, MinVersion, Version)
+	}
+	return v, nil
+}
 
 // ValueType is the type of every value in a series.
 type ValueType uint8
@@ -47,6 +72,9 @@ func ParseValueType(s string) (ValueType, error) {
 // Batch is the unit of delivery from an agent to the hub: the readings sealed
 // under one (device, epoch, seq).
 type Batch struct {
+	// Version is the protocol version it was decoded from, or is to be
+	// encoded in; 0 means Version.
+	Version uint8
 	// Device is the agent's id; it must equal the device in the topic.
 	Device string
 	// Epoch identifies one incarnation of the agent's outbox: a random,
@@ -60,6 +88,17 @@ type Batch struct {
 	SealTime int64
 	// Gap, if not nil, reports readings the agent dropped under its disk bound.
 	Gap *Gap
+	// Settled (version 2) is the agent's settled mark when it sealed the
+	// batch: every seq of Epoch up to it was settled by a hub's ack (any
+	// hub's). A hub that has not seen that history starts the epoch's
+	// ledger there.
+	Settled uint64
+	// Before (version 2) bounds the event times of every reading the agent
+	// sealed before this batch, in any epoch on its disk (Unix ns): no such
+	// reading is later. It is at least the agent's clock when the epoch
+	// began. A hub that lacks some earlier seqs knows that the windows they
+	// can touch start no later than Before.
+	Before int64
 	// Series holds the readings, one entry per distinct series.
 	Series []Series
 }

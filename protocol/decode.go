@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -14,10 +15,11 @@ import (
 // holds partial data and must not be used. The returned error wraps one of
 // the sentinels in errors.go.
 func (c *Codec) DecodeBatch(data []byte, dst *Batch) error {
-	if err := c.open(data, kindBatch, 8); err != nil {
+	v, err := c.open(data, kindBatch, batchFields)
+	if err != nil {
 		return err
 	}
-	var err error
+	dst.Version = v
 	if dst.Device, err = c.str("device", c.l.MaxNameLen); err != nil {
 		return err
 	}
@@ -71,6 +73,15 @@ func (c *Codec) DecodeBatch(data []byte, dst *Batch) error {
 			return err
 		}
 		dst.Gap = g
+	}
+	dst.Settled, dst.Before = 0, 0
+	if v >= 2 {
+		if dst.Settled, err = c.uint("settled"); err != nil {
+			return err
+		}
+		if dst.Before, err = c.int("before"); err != nil {
+			return err
+		}
 	}
 	ns, err := c.array("series", c.l.MaxSeries, ErrTooManySeries)
 	if err != nil {
@@ -275,40 +286,41 @@ func growT[T any](s []T, n int) []T {
 	return s[:n]
 }
 
-// open starts decoding a message of the given kind with want fields,
-// checking size, version and kind first so their errors take precedence.
-func (c *Codec) open(data []byte, kind uint64, want int) error {
+// open starts decoding a message of the given kind, of version 1 or 2
+// with want[version-1] fields, checking size, version and kind first so
+// their errors take precedence. It returns the version.
+func (c *Codec) open(data []byte, kind uint64, want [2]int) (uint8, error) {
 	if len(data) > c.l.MaxMessageBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), c.l.MaxMessageBytes)
+		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), c.l.MaxMessageBytes)
 	}
 	c.in = data
 	c.r.Reset(data)
 	c.dec.Reset(&c.r)
 	n, err := c.array("message", 64, ErrMalformed)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if n < 2 {
-		return fmt.Errorf("%w: message of %d fields", ErrMalformed, n)
+		return 0, fmt.Errorf("%w: message of %d fields", ErrMalformed, n)
 	}
 	v, err := c.uint("version")
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if v != Version {
-		return fmt.Errorf("%w: version %d (this build speaks %d)", ErrUnknownVersion, v, Version)
+	if v < MinVersion || v > Version {
+		return 0, fmt.Errorf("%w: version %d (this build speaks %d to %d)", ErrUnknownVersion, v, MinVersion, Version)
 	}
 	k, err := c.uint("kind")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if k != kind {
-		return fmt.Errorf("%w: kind %d, want %d", ErrUnknownKind, k, kind)
+		return 0, fmt.Errorf("%w: kind %d, want %d", ErrUnknownKind, k, kind)
 	}
-	if n != want {
-		return fmt.Errorf("%w: %d fields, want %d", ErrMalformed, n, want)
+	if w := want[v-1]; n != w {
+		return 0, fmt.Errorf("%w: %d fields, want %d for version %d", ErrMalformed, n, w, v)
 	}
-	return nil
+	return uint8(v), nil
 }
 
 func (c *Codec) close() error {
@@ -467,27 +479,52 @@ func (c *Codec) bin(what string) ([]byte, error) {
 	return c.raw(what, false, c.l.MaxMessageBytes)
 }
 
-// PeekHeader decodes only a batch's device, epoch and seq, for answering a
-// batch that fails to decode in full (a rejection ack must name its seq). It
-// applies the size, version and kind checks, and nothing more.
-func (c *Codec) PeekHeader(data []byte) (device string, epoch, seq uint64, err error) {
-	if err := c.open(data, kindBatch, 8); err != nil {
-		return "", 0, 0, err
+// binOrNil reads a bin of at most max bytes (a copy), or nil.
+func (c *Codec) binOrNil(what string, max int) ([]byte, error) {
+	code, err := c.peek(what)
+	if err != nil {
+		return nil, err
 	}
-	if device, err = c.str("device", c.l.MaxNameLen); err != nil {
-		return "", 0, 0, err
+	if code == msgpcode.Nil {
+		c.dec.Skip()
+		return nil, nil
 	}
-	if err := ValidDevice(device); err != nil {
-		return "", 0, 0, err
+	b, err := c.raw(what, false, max)
+	return bytes.Clone(b), err
+}
+
+// Peeked is what PeekHeader reads of a batch.
+type Peeked struct {
+	Version    uint8
+	Device     string
+	Epoch, Seq uint64
+}
+
+// PeekHeader decodes only a batch's version, device, epoch and seq, for
+// answering a batch that fails to decode in full (a rejection ack must name
+// its seq, in the batch's version). It applies the size, version and kind
+// checks, and nothing more.
+func (c *Codec) PeekHeader(data []byte) (Peeked, error) {
+	var p Peeked
+	v, err := c.open(data, kindBatch, batchFields)
+	if err != nil {
+		return p, err
 	}
-	if epoch, err = c.uint("epoch"); err != nil {
-		return "", 0, 0, err
+	p.Version = v
+	if p.Device, err = c.str("device", c.l.MaxNameLen); err != nil {
+		return p, err
 	}
-	if seq, err = c.uint("seq"); err != nil {
-		return "", 0, 0, err
+	if err := ValidDevice(p.Device); err != nil {
+		return p, err
 	}
-	if epoch == 0 || seq == 0 {
-		return "", 0, 0, fmt.Errorf("%w: epoch %d seq %d", ErrBadSeq, epoch, seq)
+	if p.Epoch, err = c.uint("epoch"); err != nil {
+		return p, err
 	}
-	return device, epoch, seq, nil
+	if p.Seq, err = c.uint("seq"); err != nil {
+		return p, err
+	}
+	if p.Epoch == 0 || p.Seq == 0 {
+		return p, fmt.Errorf("%w: epoch %d seq %d", ErrBadSeq, p.Epoch, p.Seq)
+	}
+	return p, nil
 }

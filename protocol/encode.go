@@ -42,6 +42,15 @@ func (c *Codec) Limits() Limits { return c.l }
 // form in a new slice. Float values of a series with a resolution are rounded
 // to it (see Quantize). The result is never longer than MaxMessageBytes.
 func (c *Codec) EncodeBatch(b *Batch) ([]byte, error) {
+	v, err := version(b.Version)
+	if err != nil {
+		return nil, err
+	}
+	if b.Version == 0 {
+		c := *b
+		c.Version = v
+		b = &c
+	}
 	if err := b.validateHeader(&c.l); err != nil {
 		return nil, err
 	}
@@ -58,8 +67,8 @@ func (c *Codec) EncodeBatch(b *Batch) ([]byte, error) {
 	}
 	c.buf.Reset()
 	e := c.enc
-	e.EncodeArrayLen(8)
-	e.EncodeUint(Version)
+	e.EncodeArrayLen(batchFields[v-1])
+	e.EncodeUint(uint64(v))
 	e.EncodeUint(kindBatch)
 	e.EncodeString(b.Device)
 	e.EncodeUint(b.Epoch)
@@ -78,6 +87,10 @@ func (c *Codec) EncodeBatch(b *Batch) ([]byte, error) {
 		e.EncodeUint(g.Readings)
 		e.EncodeInt(g.FirstTime)
 		e.EncodeInt(g.LastTime)
+	}
+	if v >= 2 {
+		e.EncodeUint(b.Settled)
+		e.EncodeInt(b.Before)
 	}
 	e.EncodeArrayLen(len(b.Series))
 	for i := range b.Series {

@@ -46,6 +46,9 @@ var (
 	ErrEmpty = errors.New("empty batch")
 	// ErrBadTopic: a topic that is not one of freshet's.
 	ErrBadTopic = errors.New("bad topic")
+	// ErrBadSignature: an ack whose signature is malformed, made with an
+	// unknown key, or does not verify (VerifyAck).
+	ErrBadSignature = errors.New("bad signature")
 )
 
 // reasons is ordered: the first sentinel that matches names the reason.
@@ -71,6 +74,7 @@ var reasons = []struct {
 	{ErrBadValue, "bad_value"},
 	{ErrEmpty, "empty"},
 	{ErrBadTopic, "bad_topic"},
+	{ErrBadSignature, "bad_signature"},
 	{ErrMalformed, "malformed"},
 }
 

@@ -177,13 +177,17 @@ func TestPeekHeader(t *testing.T) {
 		if v.Kind != prototest.KindBatch || v.Hex == "" {
 			continue
 		}
-		d, e, s, err := c.PeekHeader(v.Bytes())
+		p, err := c.PeekHeader(v.Bytes())
 		switch v.Name {
 		case "batch-minimal", "bad-float-nan", "bad-values-trailing", "bad-labels-unsorted":
-			if err != nil || d != "gw-1" || e != 1 || s != 1 {
-				t.Errorf("%s: PeekHeader = %q %d %d %v", v.Name, d, e, s, err)
+			if err != nil || p != (protocol.Peeked{Version: 1, Device: "gw-1", Epoch: 1, Seq: 1}) {
+				t.Errorf("%s: PeekHeader = %+v %v", v.Name, p, err)
 			}
-		case "bad-empty-input", "bad-not-array", "bad-version-2", "bad-device-slash", "bad-seq-zero":
+		case "batch-settled-v2", "bad-batch-v2-before-negative":
+			if err != nil || p != (protocol.Peeked{Version: 2, Device: "gw-1", Epoch: 1, Seq: 43}) {
+				t.Errorf("%s: PeekHeader = %+v %v", v.Name, p, err)
+			}
+		case "bad-empty-input", "bad-not-array", "bad-version-3", "bad-version-2-v1-fields", "bad-device-slash", "bad-seq-zero":
 			if err == nil {
 				t.Errorf("%s: PeekHeader accepted it", v.Name)
 			}

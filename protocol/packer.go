@@ -28,6 +28,9 @@ type Header struct {
 	Epoch, Seq uint64
 	SealTime   int64
 	Gap        *Gap
+	// Settled and Before: see Batch.
+	Settled uint64
+	Before  int64
 }
 
 // Packer turns a stream of readings into batches whose encoding never exceeds
@@ -74,10 +77,10 @@ func NewPacker(device string, l Limits) (*Packer, error) {
 		return nil, err
 	}
 	l = l.withDefaults()
-	// [version, kind, device, epoch, seq, sealTime, gap, series...]: the
-	// worst case of every integer is 9 bytes; the gap is reserved with one
-	// seq range (see GapReserve for more).
-	reserve := sizeArray(8) + 1 + 1 + sizeStr(len(device)) + 9 + 9 + 9 + gapSize(1) + sizeArray(l.MaxSeries)
+	// [version, kind, device, epoch, seq, sealTime, gap, settled, before,
+	// series...]: the worst case of every integer is 9 bytes; the gap is
+	// reserved with one seq range (see GapReserve for more).
+	reserve := sizeArray(batchFields[Version-1]) + 1 + 1 + sizeStr(len(device)) + 9 + 9 + 9 + gapSize(1) + 9 + 9 + sizeArray(l.MaxSeries)
 	return &Packer{device: device, codec: NewCodec(l), l: l, reserve: reserve, index: map[seriesID][]int{}}, nil
 }
 
@@ -245,7 +248,7 @@ func (p *Packer) newSeries(r *Reading) (*packSeries, error) {
 // returns the batch and its wire form. The batch's slices belong to the
 // caller. Seal with no readings is allowed when h carries a gap notice.
 func (p *Packer) Seal(h Header) (*Batch, []byte, error) {
-	b := &Batch{Device: p.device, Epoch: h.Epoch, Seq: h.Seq, SealTime: h.SealTime, Gap: h.Gap}
+	b := &Batch{Version: Version, Device: p.device, Epoch: h.Epoch, Seq: h.Seq, SealTime: h.SealTime, Gap: h.Gap, Settled: h.Settled, Before: h.Before}
 	if extra := 0; h.Gap != nil && len(h.Gap.Seqs) > 1 {
 		// More ranges than reserved: they must fit in the room left.
 		extra = gapSize(len(h.Gap.Seqs)) - gapSize(1)

@@ -89,11 +89,12 @@ func TestPackerNeverExceedsLimit(t *testing.T) {
 				}
 				// Tight: the reading that did not fit would have gone over the
 				// limit less the header's worst case, which the packer reserves
-				// (9-byte seq and seal time, a one-range gap notice): 86 bytes for a
-				// 4-byte device id, of which this header uses 13 or more.
+				// (9-byte seq, seal time, settled mark and before time, a one-range
+				// gap notice): 104 bytes for a 4-byte device id, of which this
+				// header uses 15 or more.
 				if next != nil {
 					bigger := with1(&got, next)
-					if data2, err := codec.EncodeBatch(bigger); err == nil && len(data2) <= limit-(86-13) {
+					if data2, err := codec.EncodeBatch(bigger); err == nil && len(data2) <= limit-(104-15) {
 						t.Fatalf("batch %d sealed at %d bytes but %d would have fitted", seq, len(data), len(data2))
 					}
 				}

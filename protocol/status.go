@@ -14,13 +14,20 @@ const (
 // Status is what an agent publishes, retained, on freshet/v1/{device}/status:
 // on connect (online), periodically, and as its last will (offline).
 type Status struct {
-	Device string
+	// Version is the version it was decoded from or is to be encoded in; 0
+	// means Version.
+	Version uint8
+	Device  string
 	State  string // StateOnline or StateOffline
 	// Time is when the agent built the status, Unix ns on its clock.
 	Time         int64
 	AgentVersion string
 	Epoch        uint64
 	LastSeq      uint64 // the highest seq sealed so far in Epoch
+	// Settled (version 2) is the agent's settled mark in Epoch: every seq
+	// up to it was settled by a hub's ack. A hub that holds less of the
+	// epoch knows another hub (or its own lost state) holds the rest.
+	Settled uint64
 	Backlog      Backlog
 	// Dropped counts the readings dropped under the disk bound in Epoch.
 	Dropped uint64
@@ -48,8 +55,15 @@ type SensorStatus struct {
 }
 
 func (s *Status) validate(l *Limits) error {
+	v, err := version(s.Version)
+	if err != nil {
+		return err
+	}
 	if err := ValidDevice(s.Device); err != nil {
 		return err
+	}
+	if v == 1 && s.Settled != 0 {
+		return fmt.Errorf("%w: version 1 has no settled mark", ErrBadValue)
 	}
 	if s.State != StateOnline && s.State != StateOffline {
 		return fmt.Errorf("%w: state %q, want online or offline", ErrBadValue, clip(s.State))
@@ -82,10 +96,11 @@ func (c *Codec) EncodeStatus(s *Status) ([]byte, error) {
 	if err := s.validate(&c.l); err != nil {
 		return nil, err
 	}
+	v, _ := version(s.Version)
 	c.buf.Reset()
 	e := c.enc
-	e.EncodeArrayLen(13)
-	e.EncodeUint(Version)
+	e.EncodeArrayLen(statusFields[v-1])
+	e.EncodeUint(uint64(v))
 	e.EncodeUint(kindStatus)
 	e.EncodeString(s.Device)
 	e.EncodeString(s.State)
@@ -93,6 +108,9 @@ func (c *Codec) EncodeStatus(s *Status) ([]byte, error) {
 	e.EncodeString(s.AgentVersion)
 	e.EncodeUint(s.Epoch)
 	e.EncodeUint(s.LastSeq)
+	if v >= 2 {
+		e.EncodeUint(s.Settled)
+	}
 	e.EncodeArrayLen(3)
 	e.EncodeUint(s.Backlog.Batches)
 	e.EncodeUint(s.Backlog.Readings)
@@ -117,11 +135,11 @@ func (c *Codec) EncodeStatus(s *Status) ([]byte, error) {
 
 // DecodeStatus decodes and validates a status.
 func (c *Codec) DecodeStatus(data []byte) (*Status, error) {
-	if err := c.open(data, kindStatus, 13); err != nil {
+	v, err := c.open(data, kindStatus, statusFields)
+	if err != nil {
 		return nil, err
 	}
-	s := new(Status)
-	var err error
+	s := &Status{Version: v}
 	step := func(f func() error) {
 		if err == nil {
 			err = f()
@@ -139,6 +157,9 @@ func (c *Codec) DecodeStatus(data []byte) (*Status, error) {
 	step(str(&s.AgentVersion, "agent version", c.l.MaxNameLen))
 	step(u(&s.Epoch, "epoch"))
 	step(u(&s.LastSeq, "last seq"))
+	if v >= 2 {
+		step(u(&s.Settled, "settled"))
+	}
 	step(func() error {
 		n, e := c.array("backlog", 3, ErrMalformed)
 		if e == nil && n != 3 {

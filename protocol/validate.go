@@ -160,6 +160,18 @@ func (b *Batch) validateHeader(l *Limits) error {
 	if b.SealTime < l.MinTime || b.SealTime > l.MaxTime {
 		return fmt.Errorf("%w: seal time %d", ErrTimeRange, b.SealTime)
 	}
+	if b.Version == 1 {
+		if b.Settled != 0 || b.Before != 0 {
+			return fmt.Errorf("%w: version 1 has no settled mark or before time", ErrBadValue)
+		}
+	} else {
+		if b.Settled >= b.Seq {
+			return fmt.Errorf("%w: settled mark %d not below the batch's seq %d", ErrBadSeq, b.Settled, b.Seq)
+		}
+		if b.Before < l.MinTime || b.Before > l.MaxTime {
+			return fmt.Errorf("%w: before time %d", ErrTimeRange, b.Before)
+		}
+	}
 	if g := b.Gap; g != nil {
 		if len(g.Seqs) > l.MaxAckSeqs {
 			return fmt.Errorf("%w: gap of %d seq ranges, limit %d", ErrTooManySeqs, len(g.Seqs), l.MaxAckSeqs)

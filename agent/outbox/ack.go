@@ -85,14 +85,14 @@ func (ob *Outbox) Ack(a *protocol.Ack) error {
 	}
 	last := ob.st.nextSeq - 1
 	bad := a.Through > last
-	for _, s := range a.Applied {
-		bad = bad || s > last
+	for _, r := range a.Ranges {
+		bad = bad || r.Last > last
 	}
 	for _, r := range a.Rejected {
 		bad = bad || r.Seq > last || r.Seq == 0
 	}
 	if bad {
-		return ignore("unsent_seq", fmt.Errorf("%w: ack through %d (applied %v) but the last seq sealed is %d", ErrUnsentSeq, a.Through, a.Applied, last))
+		return ignore("unsent_seq", fmt.Errorf("%w: ack through %d (ranges %v) but the last seq sealed is %d", ErrUnsentSeq, a.Through, clipRanges(a.Ranges), last))
 	}
 	for _, r := range a.Rejected {
 		if r.Seq > ob.settledThrough && !ob.settled[r.Seq] {
@@ -102,8 +102,8 @@ func (ob *Outbox) Ack(a *protocol.Ack) error {
 	if a.Through > ob.settledThrough {
 		ob.settledThrough = a.Through
 	}
-	for _, s := range a.Applied {
-		if s > ob.settledThrough {
+	for _, r := range a.Ranges { // each seq at most once: r.Last <= last
+		for s := max(r.First, ob.settledThrough+1); s <= r.Last; s++ {
 			ob.settled[s] = true
 		}
 	}
@@ -284,4 +284,12 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
+}
+
+// clipRanges keeps a log line of a hostile ack short.
+func clipRanges(rs []protocol.SeqRange) string {
+	if len(rs) > 4 {
+		return fmt.Sprintf("%v ... (%d ranges)", rs[:4], len(rs))
+	}
+	return fmt.Sprint(rs)
 }

@@ -138,7 +138,11 @@ func times(bs []*protocol.Batch) []int64 {
 }
 
 func ack(e *env, through uint64, applied ...uint64) error {
-	return e.ob.Ack(&protocol.Ack{Device: "gw-1", Epoch: e.ob.Epoch(), Through: through, Applied: applied})
+	a := &protocol.Ack{Device: "gw-1", Epoch: e.ob.Epoch(), Through: through}
+	for _, s := range applied {
+		a.Ranges = append(a.Ranges, protocol.SeqRange{First: s, Last: s})
+	}
+	return e.ob.Ack(a)
 }
 
 func TestCommitSealAckDelete(t *testing.T) {
@@ -256,7 +260,7 @@ func TestRogueAcksChangeNothing(t *testing.T) {
 		{protocol.Ack{Device: "gw-2", Epoch: epoch, Through: 1}, outbox.ErrForeignAck},
 		{protocol.Ack{Device: "gw-1", Epoch: epoch + 1, Through: 1}, outbox.ErrUnknownEpoch},
 		{protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 2}, outbox.ErrUnsentSeq},
-		{protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 0, Applied: []uint64{1, 9}}, outbox.ErrUnsentSeq},
+		{protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 0, Ranges: []protocol.SeqRange{{First: 1, Last: 1}, {First: 9, Last: 9}}}, outbox.ErrUnsentSeq},
 		{protocol.Ack{Device: "gw-1", Epoch: epoch, Rejected: []protocol.Rejection{{Seq: 5, Reason: "x"}}}, outbox.ErrUnsentSeq},
 	} {
 		if err := e.ob.Ack(&tc.ack); !errors.Is(err, tc.want) {

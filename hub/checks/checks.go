@@ -26,6 +26,7 @@ import (
 
 	"github.com/freshet-iot/freshet/hub/fleet"
 	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/ledger"
 	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/hub/schema"
 	"github.com/freshet-iot/freshet/hub/window"
@@ -45,6 +46,7 @@ type Writer interface {
 type Fleet interface {
 	Observations() map[string]*fleet.Obs
 	SetFindings(per map[string][]quality.Finding)
+	Settled(device string) (epoch, settled uint64, ok bool)
 }
 
 // Options configure a Runner.
@@ -271,16 +273,27 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 				devices[name] = d
 			}
 
-			// Series: up to the device's progress in event time.
+			// Series: up to the device's progress in event time, over
+			// what this hub holds of them (see hub/emit: the window state
+			// is a cache; where another hub may hold readings, a partial
+			// view would find false gaps).
 			wm, ok, err := r.o.Windows.Watermark(tx, name)
 			if err != nil {
 				return err
+			}
+			cust, err := ledger.CustodyOf(tx, name)
+			if err != nil {
+				return err
+			}
+			moved := false
+			if ep, settled, ok := r.o.Fleet.Settled(name); ok && settled > cust.MaxLocal[ep] {
+				moved = true // its agent went on at another hub
 			}
 			p := int64(math.MinInt64)
 			if ok {
 				p = wm - lateness
 			}
-			if o.Idle && o.StatusTime >= floor {
+			if o.Idle && o.StatusTime >= floor && !moved {
 				p = max(p, o.StatusTime-lateness)
 			}
 			if p <= r.progress[name] || p < floor || stoppedAt >= 0 {
@@ -305,6 +318,9 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 					return nil
 				}
 				seriesDone++
+				if s.Cursor < cust.SharedBefore {
+					s.Skip(min(p, cust.SharedBefore), emit)
+				}
 				m := &quality.SeriesMeta{Device: name, Sensor: se.Sensor, Metric: se.Metric, Unit: se.Unit,
 					Limits: cfg.For(name, se.Sensor, se.Metric, se.Unit), Interval: o.Intervals[se.Sensor], Floor: floor}
 				err := r.o.Windows.Readings(tx, name, se.ID, s.Cursor, p, func(t int64, v float64) { s.Observe(m, t, v, emit) })

@@ -1,8 +1,25 @@
-// Package emit writes the hub's window aggregates: every EmitInterval it
-// takes the closed and corrected windows from the window state
-// (hub/window), writes their aggregates to InfluxDB (an idempotent
-// overwrite: same series and window start), and then marks them emitted.
-// It also evicts window state past the correction horizon.
+// Package emit writes the hub's window aggregates: every Interval it takes
+// the closed and corrected windows from the window state (hub/window),
+// writes their aggregates to InfluxDB (an idempotent overwrite: same series
+// and window start), and then marks them emitted. It also evicts window
+// state past the correction horizon.
+//
+// # The window state is a cache
+//
+// InfluxDB's raw rows are the shared truth; the window state is this hub's
+// copy of the readings it applied itself. Several hubs may share a fleet,
+// and a hub may restart on an empty or old data dir, so another hub (or
+// this hub's lost state) may hold readings of a window. The ledger says
+// where (ledger.Custody): readings this hub lacks below its latest run of
+// seqs are stamped at or before SharedBefore, and a status whose settled
+// mark is above the seqs this hub applied says the device went on
+// elsewhere. A window that may be shared is rebuilt before it is emitted:
+// its raw rows are read back from InfluxDB (InfluxQL) and merged into the
+// window state (window.Store.Hydrate), and the aggregate is computed from
+// them. Because other hubs may be writing the same window at the same
+// moment, every rebuilt window is verified again VerifyAfter later (its raw
+// rows and the aggregate stored in InfluxDB read back) and rewritten if it
+// differs. A window this hub holds whole is emitted from its state alone.
 //
 // A crash between the write and the mark only writes the same aggregates
 // again.
@@ -10,26 +27,38 @@ package emit
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/hub/ledger"
 	"github.com/freshet-iot/freshet/hub/schema"
 	"github.com/freshet-iot/freshet/hub/window"
 )
 
-// Defaults.
+// Defaults and bounds.
 const (
 	// DefaultInterval is how often closed windows are looked for.
 	DefaultInterval = time.Second
+	// DefaultVerifyAfter is how long after a rebuilt window was written it
+	// is verified again.
+	DefaultVerifyAfter = 30 * time.Second
 	// DueBatch bounds the windows one pass takes from the window state
 	// and writes in one InfluxDB request (before its batching).
 	DueBatch = 5000
+	// VerifyBatch bounds the windows one pass verifies.
+	VerifyBatch = 500
+	// MaxVerifyRewrites bounds the rewrites of one window by verification:
+	// beyond it something keeps overwriting it, which is logged and counted.
+	MaxVerifyRewrites = 5
 	// evictInterval is how often state past the horizon is evicted.
 	evictInterval = time.Minute
 )
@@ -39,13 +68,30 @@ type Writer interface {
 	Write(ctx context.Context, points []influx.Point) error
 }
 
+// Reader reads rows back from InfluxDB (hub/influx.Reader).
+type Reader interface {
+	Read(ctx context.Context, ranges []influx.SeriesRange, fields []string) ([]influx.Rows, error)
+}
+
+// Statuses tell a device's settled mark from its last status (hub/fleet).
+type Statuses interface {
+	Settled(device string) (epoch, settled uint64, ok bool)
+}
+
 // Options configure an Emitter.
 type Options struct {
-	DB      *bolt.DB // holds the window state
+	DB      *bolt.DB // holds the window state and the ledger
 	Windows *window.Store
 	Influx  Writer
+	// Reader reads raw rows and aggregates back. Required.
+	Reader Reader
+	// Statuses, if set, tell when a device went on at another hub.
+	Statuses Statuses
 	// Interval: how often closed windows are written. Default DefaultInterval.
 	Interval time.Duration
+	// VerifyAfter: how long after it was written a rebuilt window is
+	// verified. Default DefaultVerifyAfter.
+	VerifyAfter time.Duration
 	// Registerer receives the emitter's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -56,17 +102,50 @@ type Options struct {
 type Metrics struct {
 	// Aggregates counts window aggregates written (corrections included).
 	Aggregates prometheus.Counter
+	// Rebuilt counts windows rebuilt from InfluxDB's raw rows before they
+	// were written, because another hub may hold some of their readings.
+	Rebuilt prometheus.Counter
+	// RebuildChanged counts rebuilt windows whose readings the raw rows changed.
+	RebuildChanged prometheus.Counter
+	// Verified counts verifications by result: same, rebuilt (the raw rows
+	// changed the readings; written again), rewritten (InfluxDB held another
+	// aggregate; written again), gone (evicted), given_up.
+	Verified *prometheus.CounterVec
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{Aggregates: prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_aggregates_written_total",
-		Help: "Window aggregates written (corrections included)."})}
+	m := &Metrics{
+		Aggregates: prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_aggregates_written_total",
+			Help: "Window aggregates written (corrections included)."}),
+		Rebuilt: prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_windows_rebuilt_total",
+			Help: "Windows rebuilt from InfluxDB's raw rows before they were written, because another hub (or lost state) may hold some of their readings."}),
+		RebuildChanged: prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_windows_rebuild_changed_total",
+			Help: "Rebuilt windows whose readings InfluxDB's raw rows changed."}),
+		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_windows_verified_total",
+			Help: "Rebuilt windows verified again later, by result: same, rebuilt, rewritten, gone, given_up."}, []string{"result"}),
+	}
+	for _, r := range []string{verifySame, verifyRebuilt, verifyRewritten, verifyGone, verifyGivenUp} {
+		m.Verified.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.Aggregates)
+		reg.MustRegister(m.Aggregates, m.Rebuilt, m.RebuildChanged, m.Verified)
 	}
 	return m
 }
+
+const (
+	verifySame      = "same"
+	verifyRebuilt   = "rebuilt"
+	verifyRewritten = "rewritten"
+	verifyGone      = "gone"
+	verifyGivenUp   = "given_up"
+)
+
+// The windows to verify, in one bucket:
+//
+//	at(8, Unix ns) dev(4) sid(4) size(8) start(8) -> rewrites so far (1)
+var verifyBucket = []byte("emit_verify")
 
 // Emitter writes closed windows.
 type Emitter struct {
@@ -76,13 +155,17 @@ type Emitter struct {
 	points  []influx.Point
 }
 
-// New returns an Emitter; the window state must be initialized (Store.Init).
+// New returns an Emitter and creates its bucket; the window state must be
+// initialized (window.Store.Init) and the ledger too (ledger.Init).
 func New(o Options) (*Emitter, error) {
-	if o.DB == nil || o.Windows == nil || o.Influx == nil {
-		return nil, errors.New("emit: DB, Windows and Influx are required")
+	if o.DB == nil || o.Windows == nil || o.Influx == nil || o.Reader == nil {
+		return nil, errors.New("emit: DB, Windows, Influx and Reader are required")
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
+	}
+	if o.VerifyAfter <= 0 {
+		o.VerifyAfter = DefaultVerifyAfter
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -90,13 +173,21 @@ func New(o Options) (*Emitter, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	err := o.DB.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(verifyBucket)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("emit: %w", err)
+	}
 	return &Emitter{o: o, log: o.Logger, metrics: NewMetrics(o.Registerer)}, nil
 }
 
 // Metrics returns the emitter's counters.
 func (e *Emitter) Metrics() *Metrics { return e.metrics }
 
-// Run writes closed windows every Interval and evicts old state, until ctx ends.
+// Run writes closed windows every Interval, verifies rebuilt ones when
+// due, and evicts old state, until ctx ends.
 func (e *Emitter) Run(ctx context.Context) {
 	t := time.NewTicker(e.o.Interval)
 	defer t.Stop()
@@ -125,28 +216,324 @@ func (e *Emitter) Run(ctx context.Context) {
 					break
 				}
 			}
+			for ctx.Err() == nil {
+				n, err := e.Verify(ctx)
+				if err != nil {
+					e.log.Error("verify windows", "err", err)
+					break
+				}
+				if n < VerifyBatch {
+					break
+				}
+			}
 		}
 	}
 }
 
-// Once writes up to DueBatch due windows and reports how many.
+// custody says which devices' windows may be shared, from the ledger and
+// the devices' statuses.
+type custody struct {
+	e    *Emitter
+	seen map[string]custodyOf
+}
+
+type custodyOf struct {
+	sharedBefore int64
+	moved        bool
+}
+
+func (c *custody) of(tx *bolt.Tx, device string) (custodyOf, error) {
+	if v, ok := c.seen[device]; ok {
+		return v, nil
+	}
+	l, err := ledger.CustodyOf(tx, device)
+	if err != nil {
+		return custodyOf{}, err
+	}
+	v := custodyOf{sharedBefore: l.SharedBefore}
+	if c.e.o.Statuses != nil {
+		if epoch, settled, ok := c.e.o.Statuses.Settled(device); ok && settled > l.MaxLocal[epoch] {
+			v.moved = true // its agent has seqs settled that this hub never applied
+		}
+	}
+	c.seen[device] = v
+	return v, nil
+}
+
+// shared reports whether another hub (or lost state) may hold readings of a.
+func (v custodyOf) shared(a *window.Aggregate) bool { return v.moved || a.Start <= v.sharedBefore }
+
+// Once writes up to DueBatch due windows, rebuilding the shared ones first,
+// and reports how many it took.
 func (e *Emitter) Once(ctx context.Context) (int, error) {
-	var aggs []window.Aggregate
+	var aggs, shared []window.Aggregate
+	c := &custody{e: e, seen: map[string]custodyOf{}}
 	err := e.o.DB.View(func(tx *bolt.Tx) error {
-		var err error
-		aggs, err = e.o.Windows.Due(tx, e.o.Now(), DueBatch)
-		return err
+		due, err := e.o.Windows.Due(tx, e.o.Now(), DueBatch)
+		if err != nil {
+			return err
+		}
+		for _, a := range due {
+			v, err := c.of(tx, a.Device)
+			if err != nil {
+				return err
+			}
+			if v.shared(&a) {
+				shared = append(shared, a)
+			} else {
+				aggs = append(aggs, a)
+			}
+		}
+		return nil
 	})
-	if err != nil || len(aggs) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	e.points = schema.AggPoints(e.points[:0], aggs)
-	if err := e.o.Influx.Write(ctx, e.points); err != nil {
+	n := len(aggs) + len(shared)
+	if n == 0 {
+		return 0, nil
+	}
+	rebuilt, err := e.rebuild(ctx, shared)
+	if err != nil {
 		return 0, err
 	}
-	if err := e.o.DB.Update(func(tx *bolt.Tx) error { return e.o.Windows.MarkEmitted(tx, aggs) }); err != nil {
+	aggs = append(aggs, rebuilt...)
+	if err := e.write(ctx, aggs); err != nil {
+		return 0, err
+	}
+	err = e.o.DB.Update(func(tx *bolt.Tx) error {
+		if err := e.o.Windows.MarkEmitted(tx, aggs); err != nil {
+			return err
+		}
+		at := e.o.Now().Add(e.o.VerifyAfter)
+		for _, a := range rebuilt {
+			if err := scheduleVerify(tx, at, a.ID, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return 0, err
 	}
 	e.metrics.Aggregates.Add(float64(len(aggs)))
-	return len(aggs), nil
+	e.metrics.Rebuilt.Add(float64(len(rebuilt)))
+	return n, nil
+}
+
+// rebuild reads the raw rows of the windows back from InfluxDB, merges
+// them into the window state, and returns the windows' aggregates from the
+// merged readings. A window that changed meanwhile (a batch merged into it)
+// is left dirty for the next pass.
+func (e *Emitter) rebuild(ctx context.Context, aggs []window.Aggregate) ([]window.Aggregate, error) {
+	if len(aggs) == 0 {
+		return nil, nil
+	}
+	rows, err := e.o.Reader.Read(ctx, rawRanges(aggs), []string{"value"})
+	if err != nil {
+		return nil, fmt.Errorf("read raw rows back: %w", err)
+	}
+	out := make([]window.Aggregate, 0, len(aggs))
+	changed := 0
+	err = e.o.DB.Update(func(tx *bolt.Tx) error {
+		out, changed = out[:0], 0
+		for i, a := range aggs {
+			ts, vs := column(rows[i])
+			h, diff, ok, err := e.o.Windows.Hydrate(tx, a, ts, vs)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			if diff {
+				changed++
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.metrics.RebuildChanged.Add(float64(changed))
+	return out, nil
+}
+
+// Verify verifies up to VerifyBatch rebuilt windows whose time has come,
+// and reports how many.
+func (e *Emitter) Verify(ctx context.Context) (int, error) {
+	type entry struct {
+		key      []byte
+		rewrites byte
+		agg      window.Aggregate
+		found    bool
+	}
+	var es []entry
+	now := e.o.Now().UnixNano()
+	err := e.o.DB.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(verifyBucket).Cursor()
+		for k, v := c.First(); k != nil && len(es) < VerifyBatch; k, v = c.Next() {
+			at, id, err := parseVerifyKey(k)
+			if err != nil || len(v) != 1 {
+				return fmt.Errorf("emit: verify entry %x: %v", k, err)
+			}
+			if at > now {
+				break
+			}
+			a, found, err := e.o.Windows.Recompute(tx, id)
+			if err != nil {
+				return err
+			}
+			es = append(es, entry{key: append([]byte(nil), k...), rewrites: v[0], agg: a, found: found})
+		}
+		return nil
+	})
+	if err != nil || len(es) == 0 {
+		return 0, err
+	}
+	var live []window.Aggregate
+	for _, x := range es {
+		if x.found {
+			live = append(live, x.agg)
+		}
+	}
+	var raw, stored []influx.Rows
+	if len(live) > 0 {
+		if raw, err = e.o.Reader.Read(ctx, rawRanges(live), []string{"value"}); err != nil {
+			return 0, fmt.Errorf("read raw rows back: %w", err)
+		}
+		if stored, err = e.o.Reader.Read(ctx, aggRanges(live), schema.AggFields); err != nil {
+			return 0, fmt.Errorf("read aggregates back: %w", err)
+		}
+	}
+	var rewrite []window.Aggregate
+	var again []byte // rewrites so far, per rewritten window
+	results := map[string]int{}
+	err = e.o.DB.Update(func(tx *bolt.Tx) error {
+		rewrite, again = rewrite[:0], again[:0]
+		clear(results)
+		b := tx.Bucket(verifyBucket)
+		i := 0
+		for _, x := range es {
+			if err := b.Delete(x.key); err != nil {
+				return err
+			}
+			if !x.found {
+				results[verifyGone]++
+				continue
+			}
+			ts, vs := column(raw[i])
+			st := stored[i]
+			i++
+			h, diff, ok, err := e.o.Windows.Hydrate(tx, x.agg, ts, vs)
+			switch {
+			case err != nil:
+				return err
+			case !ok || diff:
+				// Changed since, or the raw rows changed it: it is dirty,
+				// and its emission will be verified in turn.
+				results[verifyRebuilt]++
+			case schema.SameAggregate(st.Fields, &h):
+				results[verifySame]++
+			case x.rewrites >= MaxVerifyRewrites:
+				results[verifyGivenUp]++
+				e.log.Error("a window keeps being overwritten with another aggregate; giving up on it", "device", h.Device,
+					"sensor", h.Sensor, "metric", h.Metric, "size", h.Size, "start", time.Unix(0, h.Start).UTC())
+			default:
+				results[verifyRewritten]++
+				rewrite = append(rewrite, h)
+				again = append(again, x.rewrites+1)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(rewrite) > 0 {
+		if err := e.write(ctx, rewrite); err != nil {
+			return 0, err // the entries are gone: the windows stay as written (logged)
+		}
+		err := e.o.DB.Update(func(tx *bolt.Tx) error {
+			at := e.o.Now().Add(e.o.VerifyAfter)
+			for i, a := range rewrite {
+				if err := scheduleVerify(tx, at, a.ID, again[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		e.metrics.Aggregates.Add(float64(len(rewrite)))
+	}
+	for r, n := range results {
+		e.metrics.Verified.WithLabelValues(r).Add(float64(n))
+	}
+	return len(es), nil
+}
+
+func (e *Emitter) write(ctx context.Context, aggs []window.Aggregate) error {
+	if len(aggs) == 0 {
+		return nil
+	}
+	e.points = schema.AggPoints(e.points[:0], aggs)
+	return e.o.Influx.Write(ctx, e.points)
+}
+
+// rawRanges names the raw rows of each window.
+func rawRanges(aggs []window.Aggregate) []influx.SeriesRange {
+	out := make([]influx.SeriesRange, len(aggs))
+	for i := range aggs {
+		a := &aggs[i]
+		out[i] = influx.SeriesRange{Measurement: a.Metric, Tags: schema.AggregateTags(a), Start: a.Start, End: a.Start + int64(a.Size)}
+	}
+	return out
+}
+
+// aggRanges names the stored aggregate of each window.
+func aggRanges(aggs []window.Aggregate) []influx.SeriesRange {
+	out := make([]influx.SeriesRange, len(aggs))
+	for i := range aggs {
+		a := &aggs[i]
+		out[i] = influx.SeriesRange{Measurement: schema.AggMeasurement(a), Tags: schema.AggregateTags(a), Start: a.Start, End: a.Start + 1}
+	}
+	return out
+}
+
+// column returns a read-back's times and first field.
+func column(r influx.Rows) ([]int64, []float64) {
+	vs := make([]float64, len(r.Fields))
+	ts := r.Times[:0:0]
+	for i, f := range r.Fields {
+		if math.IsNaN(f[0]) || math.IsInf(f[0], 0) {
+			continue // not a number: not a reading the windows keep
+		}
+		ts = append(ts, r.Times[i])
+		vs[len(ts)-1] = f[0]
+	}
+	return ts, vs[:len(ts)]
+}
+
+func verifyKey(at time.Time, id window.WindowID) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 32), uint64(at.UnixNano()))
+	k = binary.BigEndian.AppendUint32(k, id.Device)
+	k = binary.BigEndian.AppendUint32(k, id.Series)
+	k = binary.BigEndian.AppendUint64(k, uint64(id.Size))
+	return binary.BigEndian.AppendUint64(k, uint64(id.Start))
+}
+
+func parseVerifyKey(k []byte) (int64, window.WindowID, error) {
+	if len(k) != 32 {
+		return 0, window.WindowID{}, fmt.Errorf("key of %d bytes", len(k))
+	}
+	be := binary.BigEndian
+	return int64(be.Uint64(k)), window.WindowID{Device: be.Uint32(k[8:]), Series: be.Uint32(k[12:]),
+		Size: int64(be.Uint64(k[16:])), Start: int64(be.Uint64(k[24:]))}, nil
+}
+
+func scheduleVerify(tx *bolt.Tx, at time.Time, id window.WindowID, rewrites byte) error {
+	return tx.Bucket(verifyBucket).Put(verifyKey(at, id), []byte{rewrites})
 }

@@ -74,6 +74,8 @@ type obs struct {
 	unsetReadings int64
 	clockSetAt    int64
 	intervals     map[string]time.Duration // sensor -> read interval
+	// the agent's settled mark in its epoch, from its last status (v2)
+	epoch, settled uint64
 }
 
 // New returns an empty fleet.
@@ -191,6 +193,9 @@ func (f *Fleet) Status(s *protocol.Status, now time.Time) {
 		return
 	}
 	o.lastAlive, o.lastWill, o.haveStatus, o.statusTime = now.UnixNano(), false, true, s.Time
+	if s.Epoch != o.epoch || s.Settled > o.settled {
+		o.epoch, o.settled = s.Epoch, s.Settled
+	}
 	o.backlog, o.backlogBats = s.Backlog.Readings, s.Backlog.Batches
 	v := &d.view
 	v.State, v.AgentVersion, v.ClockSynced, v.Notice = s.State, s.AgentVersion, s.ClockSynced, s.Notice
@@ -204,6 +209,20 @@ func (f *Fleet) Status(s *protocol.Status, now time.Time) {
 			v.Sensors[i] = Sensor{Name: se.Name, IntervalSeconds: time.Duration(se.Interval).Seconds(), Reads: se.Reads, Errors: se.Errors, LastError: se.LastError}
 		}
 	}
+}
+
+// Settled returns the device's settled mark and its epoch from its last
+// online status (ok false: no status with one yet). Every hub sees every
+// status: a mark above what this hub applied says another hub (or this
+// hub's lost state) holds the rest of the epoch.
+func (f *Fleet) Settled(device string) (epoch, settled uint64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.devices[device]
+	if d == nil || d.obs.settled == 0 {
+		return 0, 0, false
+	}
+	return d.obs.epoch, d.obs.settled, true
 }
 
 // Merged records what merging a device's batch did: windows its late

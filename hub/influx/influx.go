@@ -412,6 +412,10 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 
 func (r *bodyReader) Close() error { return nil }
 
+// HTTPClient returns the writer's HTTP client (its TLS settings), for a
+// Reader of the same server.
+func (w *Writer) HTTPClient() *http.Client { return w.hc }
+
 // Ping checks that InfluxDB answers (GET /ping, on 1.8 and 2.x alike). It
 // does not check the token: Write reports that with ErrRefused.
 func (w *Writer) Ping(ctx context.Context) error {

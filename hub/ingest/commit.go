@@ -89,6 +89,9 @@ func (p *Pipeline) commit(group []*record) error {
 				return fmt.Errorf("ledger %s/%x: %w", r.device, r.epoch, err)
 			}
 			if r.kind == kindApply {
+				// What the agent knows settled (by any hub's ack) is: a hub
+				// without that history starts the epoch's ledger there.
+				st.SettleThrough(r.batch.Settled)
 				if st.Settled(r.seq) {
 					results[i] = resultDuplicate
 				} else {
@@ -105,6 +108,7 @@ func (p *Pipeline) commit(group []*record) error {
 							st.SettleRange(sr.First, sr.Last)
 						}
 					}
+					st.Apply(r.seq, before(r.batch))
 					results[i] = resultApplied
 				}
 			}
@@ -118,7 +122,7 @@ func (p *Pipeline) commit(group []*record) error {
 		for _, r := range group {
 			if r.kind != kindDrop {
 				st := states[ledgerKey{r.device, r.epoch}]
-				r.ack = st.Ack(r.device, r.epoch, p.o.Limits.MaxAckSeqs)
+				r.ack = st.Ack(r.device, r.epoch, r.seq, r.version, p.o.Limits.MaxAckSeqs)
 				if r.kind == kindReject {
 					r.ack.Rejected = []protocol.Rejection{{Seq: r.seq, Reason: r.reason, Detail: clip(r.detail, rejectionDetail)}}
 				}
@@ -170,4 +174,17 @@ func (p *Pipeline) finish(r *record) {
 		}
 	}
 	r.msg.Ack()
+}
+
+// before is the batch's bound on the event times of earlier seqs: its
+// Before (version 2), or for version 1 nothing before seq 1 and anything
+// before another.
+func before(b *protocol.Batch) int64 {
+	switch {
+	case b.Version >= 2:
+		return b.Before
+	case b.Seq == 1:
+		return ledger.BeforeNothing
+	}
+	return ledger.BeforeUnknown
 }

@@ -154,16 +154,17 @@ type Pipeline struct {
 
 // record is one message on its way through the pipeline.
 type record struct {
-	msg    paho.Message
-	client paho.Client
-	kind   recordKind
-	batch  *protocol.Batch
-	device string
-	epoch  uint64
-	seq    uint64
-	reason string
-	detail string
-	raw    bool // its raw points are written by the worker (not a redelivery)
+	msg     paho.Message
+	client  paho.Client
+	kind    recordKind
+	batch   *protocol.Batch
+	version uint8 // the batch's protocol version: its ack's
+	device  string
+	epoch   uint64
+	seq     uint64
+	reason  string
+	detail  string
+	raw     bool // its raw points are written by the worker (not a redelivery)
 	// set by the committer
 	ack *protocol.Ack
 }

@@ -83,15 +83,15 @@ func (p *Pipeline) take(codec *protocol.Codec, m paho.Message, lines *influx.Lin
 	b := new(protocol.Batch)
 	if err := codec.DecodeBatch(m.Payload(), b); err != nil {
 		r.reason, r.detail = protocol.Reason(err), err.Error()
-		d, e, s, perr := codec.PeekHeader(m.Payload())
-		if perr != nil || d != device {
+		h, perr := codec.PeekHeader(m.Payload())
+		if perr != nil || h.Device != device {
 			r.kind = kindDrop
 			return append(group, r)
 		}
-		r.kind, r.epoch, r.seq = kindReject, e, s
+		r.kind, r.version, r.epoch, r.seq = kindReject, h.Version, h.Epoch, h.Seq
 		return append(group, r)
 	}
-	r.epoch, r.seq, r.batch = b.Epoch, b.Seq, b
+	r.version, r.epoch, r.seq, r.batch = b.Version, b.Epoch, b.Seq, b
 	if b.Device != device {
 		r.kind, r.reason, r.detail = kindDrop, "device_mismatch", fmt.Sprintf("batch of %q on the topic of %q", b.Device, device)
 		return append(group, r)

@@ -181,3 +181,21 @@ func missing(d, iv int64) int64 {
 	}
 	return max(1, int64(math.Round(float64(d)/float64(iv)))-1)
 }
+
+// Skip moves the cursor to to without checking the readings up to it: the
+// hub does not hold all of them (another hub, or state it lost, holds
+// some). Nothing is judged across the skip: an open silence is resolved at
+// to, a stuck run ends at its last reading, and the next reading starts
+// afresh (no gap, rate or run measured from before).
+func (s *SeriesState) Skip(to int64, emit func(Event)) {
+	if to <= s.Cursor {
+		return
+	}
+	s.Cursor = to
+	s.Open.resolve(Silent, to, emit)
+	if s.Has {
+		s.Open.resolve(Stuck, s.LastT+1, emit)
+	}
+	s.Has, s.HasGood = false, false
+	s.RunStart, s.RunCount = 0, 0
+}

@@ -5,6 +5,7 @@
 package schema
 
 import (
+	"math"
 	"strconv"
 	"time"
 
@@ -121,12 +122,28 @@ func WindowName(d time.Duration) string {
 	return strconv.Itoa(int(d/time.Second)) + "s"
 }
 
+// AggFields are the fields of an aggregate row, in the order AggPoints
+// writes them.
+var AggFields = []string{"count", "first", "last", "max", "mean", "min", "stddev", "sum"}
+
+// AggMeasurement is the measurement of a window's aggregate: metric_size.
+func AggMeasurement(a *window.Aggregate) string { return a.Metric + "_" + WindowName(a.Size) }
+
+// AggregateTags are the tags of a window's series (raw rows and aggregate alike).
+func AggregateTags(a *window.Aggregate) []influx.Tag {
+	s := protocol.Series{Sensor: a.Sensor, Unit: a.Unit, Labels: a.Labels}
+	return SeriesTags(a.Device, &s)
+}
+
+func aggValues(a *window.Aggregate) [8]float64 {
+	return [8]float64{float64(a.Count), a.First, a.Last, a.Max, a.Mean, a.Min, a.Stddev, a.Sum}
+}
+
 // AggPoints appends the points of window aggregates to dst.
 func AggPoints(dst []influx.Point, aggs []window.Aggregate) []influx.Point {
 	for i := range aggs {
 		a := &aggs[i]
-		s := protocol.Series{Sensor: a.Sensor, Unit: a.Unit, Labels: a.Labels}
-		dst = append(dst, influx.Point{Measurement: a.Metric + "_" + WindowName(a.Size), Tags: SeriesTags(a.Device, &s),
+		dst = append(dst, influx.Point{Measurement: AggMeasurement(a), Tags: AggregateTags(a),
 			Fields: []influx.Field{
 				{Key: "count", Value: a.Count}, {Key: "first", Value: a.First}, {Key: "last", Value: a.Last},
 				{Key: "max", Value: a.Max}, {Key: "mean", Value: a.Mean}, {Key: "min", Value: a.Min},
@@ -134,6 +151,20 @@ func AggPoints(dst []influx.Point, aggs []window.Aggregate) []influx.Point {
 			}, Time: a.Start})
 	}
 	return dst
+}
+
+// SameAggregate reports whether rows, the aggregate row read back (fields
+// AggFields), hold exactly a's values, bit for bit.
+func SameAggregate(rows [][]float64, a *window.Aggregate) bool {
+	if len(rows) != 1 || len(rows[0]) != len(AggFields) {
+		return false
+	}
+	for i, v := range aggValues(a) {
+		if math.Float64bits(rows[0][i]) != math.Float64bits(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // QualityPoints appends quality finding events as rows of the quality

@@ -34,6 +34,15 @@ type Aggregate struct {
 	// Correction is true if an earlier version of this window was marked
 	// emitted: this aggregate rewrites it.
 	Correction bool
+	// ID names the window in this store (Hydrate, Recompute).
+	ID WindowID
+}
+
+// WindowID names one window of one series within a store: ids are this
+// store's own, never another hub's.
+type WindowID struct {
+	Device, Series uint32
+	Size, Start    int64 // ns
 }
 
 // Due returns up to limit windows that are closed and dirty, with their
@@ -148,6 +157,7 @@ func (d *dueScan) aggregate(dev *device, sid uint32, size, start int64) (Aggrega
 	a := Aggregate{
 		Device: dev.name, Sensor: desc.sensor, Metric: desc.metric, Unit: desc.unit, Labels: slices.Clone(desc.labels),
 		Size: time.Duration(size), Start: start, Version: w.version, Correction: w.emitted > 0,
+		ID: WindowID{Device: dev.id, Series: sid, Size: size, Start: start},
 	}
 	a.compute(d.vs)
 	return a, nil

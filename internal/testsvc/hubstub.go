@@ -134,6 +134,7 @@ func (h *HubStub) handle(c paho.Client, m paho.Message) {
 		l = &ledger.State{}
 		h.ledgers[k] = l
 	}
+	l.SettleThrough(b.Settled) // the agent's settled mark, as the hub takes it
 	if l.Settled(b.Seq) {
 		h.dupes++
 	} else {
@@ -148,7 +149,7 @@ func (h *HubStub) handle(c paho.Client, m paho.Message) {
 	if !h.acking.Load() {
 		return
 	}
-	a := l.Ack(device, b.Epoch, protocol.DefaultLimits().MaxAckSeqs)
+	a := l.Ack(device, b.Epoch, b.Seq, b.Version, protocol.DefaultLimits().MaxAckSeqs)
 	data, err := codec.EncodeAck(a)
 	if err != nil {
 		h.tb.Errorf("hub stub: encode ack: %v", err)

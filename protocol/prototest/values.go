@@ -73,7 +73,47 @@ func JitterBatch() *protocol.Batch {
 
 // SimpleAck settles 1..41 and 43, 44.
 func SimpleAck() *protocol.Ack {
-	return &protocol.Ack{Device: "gw-1", Epoch: 1, Through: 41, Applied: []uint64{43, 44}}
+	return &protocol.Ack{Device: "gw-1", Epoch: 1, Through: 41, Ranges: []protocol.SeqRange{{First: 43, Last: 44}}}
+}
+
+// RangesAck settles 1..41, 43..1000 and 2000..2007: one range stands for
+// any number of seqs.
+func RangesAck() *protocol.Ack {
+	return &protocol.Ack{Device: "gw-1", Epoch: 1, Through: 41, Ranges: []protocol.SeqRange{{First: 43, Last: 1000}, {First: 2000, Last: 2007}}}
+}
+
+// SettledBatch is MinimalBatch as a version 2 agent seals it after 41
+// batches settled: its settled mark and the time bound of the earlier readings.
+func SettledBatch() *protocol.Batch {
+	b := MinimalBatch()
+	b.Seq, b.Settled, b.Before = 43, 41, T0-sec
+	return b
+}
+
+// V1 marks a message value as version 1.
+func V1[T *protocol.Batch | *protocol.Ack | *protocol.Status](m T) T {
+	switch m := any(m).(type) {
+	case *protocol.Batch:
+		m.Version = 1
+	case *protocol.Ack:
+		m.Version = 1
+	case *protocol.Status:
+		m.Version = 1
+	}
+	return m
+}
+
+// V2 marks a message value as version 2 (as decoded).
+func V2[T *protocol.Batch | *protocol.Ack | *protocol.Status](m T) T {
+	switch m := any(m).(type) {
+	case *protocol.Batch:
+		m.Version = 2
+	case *protocol.Ack:
+		m.Version = 2
+	case *protocol.Status:
+		m.Version = 2
+	}
+	return m
 }
 
 // RejectingAck settles 1..3 and says 2 was refused.

@@ -55,8 +55,8 @@ const (
 // files and the fuzz seeds.
 var Vectors = []Vector{
 	// Valid messages.
-	{Name: "batch-minimal", Kind: KindBatch, Batch: MinimalBatch(), Hex: minimal},
-	{Name: "batch-all-types", Kind: KindBatch, Batch: AllTypesBatch(), Hex: "" +
+	{Name: "batch-minimal", Kind: KindBatch, Batch: V1(MinimalBatch()), Hex: minimal},
+	{Name: "batch-all-types", Kind: KindBatch, Batch: V1(AllTypesBatch()), Hex: "" +
 		"980101aa70692d6261726e2e3037cf9e3779b97f4a7c15cd012ccf17979d008a35e400c095" +
 		"99a6696e61323139a763757272656e74a14194a3627573a56932632d31a473697465ab6e6f727468206669656c6400c003" +
 		"c409078090d1ccf2093200c418000000000000c03ffa7e6abc749358bfffffffffffffef7f" +
@@ -64,22 +64,29 @@ var Vectors = []Vector{
 		"99a4646f6f72a46f70656ea09002c009c412008280d0e2c6bfce972f0200000000000000c4021901" +
 		"99a465786563a57374617465a09003c002c4070980c49fd50c7892a0b164c3a9666175743a20706f6d706520320a" +
 		"99a6626d65323830a87072657373757265a2506190000201c4060980c49fd50cc402ea0f"},
-	{Name: "batch-gap-only", Kind: KindBatch, Batch: GapOnlyBatch(),
+	{Name: "batch-gap-only", Kind: KindBatch, Batch: V1(GapOnlyBatch()),
 		Hex: "980101a467772d31070acf17979cfe362a0000 94 92 920202 920509 cd1194cf179799b805716000cf17979cfe3629ffff90"},
-	{Name: "batch-jitter-1970", Kind: KindBatch, Batch: JitterBatch(),
+	{Name: "batch-jitter-1970", Kind: KindBatch, Batch: V1(JitterBatch()),
 		Hex: "980101a467772d320202cf000000012a05f200c09199a3637075ab74656d7065726174757265a3c2b0439000fd05c40a06d00fd20f05cd0fd60fc40cf0f20500e20ad9fd05b8de05"},
-	{Name: "ack-simple", Kind: KindAck, Ack: SimpleAck(), Hex: "970102a467772d310129922b2c90"},
-	{Name: "ack-rejection", Kind: KindAck, Ack: RejectingAck(),
+	{Name: "ack-simple", Kind: KindAck, Ack: V1(SimpleAck()), Hex: "970102a467772d310129922b2c90"},
+	{Name: "ack-rejection", Kind: KindAck, Ack: V1(RejectingAck()),
 		Hex: "970102a467772d31010390919302aa6e6f745f66696e697465d92276616c7565206e6f742066696e6974653a2072656164696e672030206973204e614e"},
-	{Name: "status-online", Kind: KindStatus, Status: OnlineStatus(),
+	{Name: "status-online", Kind: KindStatus, Status: V1(OnlineStatus()),
 		Hex: "9d0103a467772d31a66f6e6c696e65cf17979cfe362a0000a676302e312e30012a9302cd0384cd0a8c00c3a09295a6626d65323830ce3b9aca00ce0001518001a96932633a206e61636b95a3637075cf00000002540be400cd21c000a0"},
-	{Name: "status-offline-will", Kind: KindStatus, Status: OfflineStatus(),
+	{Name: "status-offline-will", Kind: KindStatus, Status: V1(OfflineStatus()),
 		Hex: "9d0103a467772d31a76f66666c696e6500a676302e312e3001009300000000c2d9266f7574626f7820636f72727570743a206d6f7665642061736964652c206e65772065706f636890"},
+	// Version 2.
+	{Name: "batch-settled-v2", Kind: KindBatch, Batch: V2(SettledBatch()),
+		Hex: "9a0201a467772d31012bcf17979cfee8fa5e00c0 29 cf17979cfdfa8f3600 9199a6626d65323830ab74656d7065726174757265a1439000fe03c4080980c49fd50c0200c404b2210203"},
+	{Name: "ack-ranges-v2", Kind: KindAck, Ack: V2(RangesAck()), Hex: "990202a467772d31012992922bcd03e892cd07d0cd07d790a0c0"},
+	{Name: "status-online-v2", Kind: KindStatus, Status: V2(with2(OnlineStatus(), func(s *protocol.Status) { s.Settled = 40 })),
+		Hex: "9e0203a467772d31a66f6e6c696e65cf17979cfe362a0000a676302e312e30012a289302cd0384cd0a8c00c3a09295a6626d65323830ce3b9aca00ce0001518001a96932633a206e61636b95a3637075cf00000002540be400cd21c000a0"},
 
 	// Malformed or refused on decode.
 	{Name: "bad-empty-input", Kind: KindBatch, Hex: "", Err: protocol.ErrMalformed},
 	{Name: "bad-not-array", Kind: KindBatch, Hex: "80", Err: protocol.ErrMalformed},
-	{Name: "bad-version-2", Kind: KindBatch, Hex: "98 02" + minimal[5:], Err: protocol.ErrUnknownVersion},
+	{Name: "bad-version-3", Kind: KindBatch, Hex: "98 03" + minimal[5:], Err: protocol.ErrUnknownVersion},
+	{Name: "bad-version-2-v1-fields", Kind: KindBatch, Hex: "98 02" + minimal[5:], Err: protocol.ErrMalformed},
 	{Name: "bad-version-first", Kind: KindBatch, Hex: "92 07 01", Err: protocol.ErrUnknownVersion},
 	{Name: "bad-kind-ack-as-batch", Kind: KindBatch, Hex: "970102a467772d310129922b2c90", Err: protocol.ErrUnknownKind},
 	{Name: "bad-kind-batch-as-status", Kind: KindStatus, Hex: minimal, Err: protocol.ErrUnknownKind},
@@ -142,6 +149,13 @@ var Vectors = []Vector{
 	{Name: "bad-ack-rejection-seq-zero", Kind: KindAck, Hex: "970102a467772d310103909193 00 aa6e6f745f66696e697465 a0", Err: protocol.ErrBadSeq},
 	{Name: "bad-status-state", Kind: KindStatus, Hex: "9d0103a467772d31a5736c65657000a676302e312e3001009300000000c2a090", Err: protocol.ErrBadValue},
 	{Name: "bad-status-version", Kind: KindStatus, Hex: "9d0903a467772d31a76f66666c696e6500a676302e312e3001009300000000c2a090", Err: protocol.ErrUnknownVersion},
+	{Name: "bad-ack-v2-range-adjacent", Kind: KindAck, Hex: "990202a467772d3101299192 2a cd03e8 90a0c0", Err: protocol.ErrBadSeq},
+	{Name: "bad-ack-v2-range-reversed", Kind: KindAck, Hex: "990202a467772d3101299192 cd03e8 2b 90a0c0", Err: protocol.ErrBadSeq},
+	{Name: "bad-ack-v2-sig-without-key", Kind: KindAck, Hex: "990202a467772d310129 90 90 a0 c4 02 0102", Err: protocol.ErrBadSignature},
+	{Name: "bad-ack-v2-short-sig", Kind: KindAck, Hex: "990202a467772d310129 90 90 a1 6b c4 02 0102", Err: protocol.ErrBadSignature},
+	{Name: "bad-ack-v2-v1-fields", Kind: KindAck, Hex: "970202a467772d310129922b2c90", Err: protocol.ErrMalformed},
+	{Name: "bad-batch-v2-before-negative", Kind: KindBatch, Hex: "9a0201a467772d31012bcf17979cfee8fa5e00c0 29 ff 9199a6626d65323830ab74656d7065726174757265a1439000fe03c4080980c49fd50c0200c404b2210203", Err: protocol.ErrTimeRange},
+	{Name: "bad-batch-v2-settled-not-below", Kind: KindBatch, Hex: "9a0201a467772d31012bcf17979cfee8fa5e00c0 2b cf17979cfdfa8f3600 9199a6626d65323830ab74656d7065726174757265a1439000fe03c4080980c49fd50c0200c404b2210203", Err: protocol.ErrBadSeq},
 	{Name: "bad-status-clock-not-bool", Kind: KindStatus, Hex: "9d0103a467772d31a76f66666c696e6500a676302e312e3001009300000000 01 a090", Err: protocol.ErrMalformed},
 
 	// Refused on encode: the agent can never send what the hub would refuse.
@@ -163,19 +177,26 @@ var Vectors = []Vector{
 	{Name: "enc-label-trailing-backslash", Kind: KindBatch, Batch: with(MinimalBatch(), func(b *protocol.Batch) {
 		b.Series[0].Labels = []protocol.Label{{Key: "path", Value: `C:\`}}
 	}), Err: protocol.ErrBadName},
-	{Name: "enc-ack-unsorted", Kind: KindAck, Ack: &protocol.Ack{Device: "gw-1", Epoch: 1, Applied: []uint64{5, 3}}, Err: protocol.ErrBadSeq},
+	{Name: "enc-ack-unsorted", Kind: KindAck, Ack: &protocol.Ack{Device: "gw-1", Epoch: 1, Ranges: []protocol.SeqRange{{First: 5, Last: 5}, {First: 3, Last: 3}}}, Err: protocol.ErrBadSeq},
+	{Name: "enc-ack-adjacent", Kind: KindAck, Ack: &protocol.Ack{Device: "gw-1", Epoch: 1, Through: 4, Ranges: []protocol.SeqRange{{First: 5, Last: 7}}}, Err: protocol.ErrBadSeq},
+	{Name: "enc-ack-v1-too-many-seqs", Kind: KindAck, Ack: &protocol.Ack{Version: 1, Device: "gw-1", Epoch: 1, Ranges: []protocol.SeqRange{{First: 2, Last: 1026}}}, Err: protocol.ErrTooManySeqs},
+	{Name: "enc-batch-settled-not-below", Kind: KindBatch, Batch: with(SettledBatch(), func(b *protocol.Batch) { b.Settled = b.Seq }), Err: protocol.ErrBadSeq},
+	{Name: "enc-batch-v1-settled", Kind: KindBatch, Batch: V1(SettledBatch()), Err: protocol.ErrBadValue},
+	{Name: "enc-version-3", Kind: KindBatch, Batch: with(MinimalBatch(), func(b *protocol.Batch) { b.Version = 3 }), Err: protocol.ErrUnknownVersion},
 	{Name: "enc-status-state", Kind: KindStatus, Status: &protocol.Status{Device: "gw-1", State: "asleep"}, Err: protocol.ErrBadValue},
 }
 
 func init() {
 	for i := range Vectors {
 		if Vectors[i].Name == "limit-series" || Vectors[i].Name == "limit-labels" {
-			Vectors[i].Hex = Vectors[1].Hex
+			Vectors[i].Hex = Vectors[1].Hex // batch-all-types
 		}
 	}
 }
 
 func with(b *protocol.Batch, f func(*protocol.Batch)) *protocol.Batch { f(b); return b }
+
+func with2(s *protocol.Status, f func(*protocol.Status)) *protocol.Status { f(s); return s }
 
 func mustHex(s string) []byte {
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
