@@ -18,7 +18,7 @@ type Status struct {
 	// means Version.
 	Version uint8
 	Device  string
-	State  string // StateOnline or StateOffline
+	State   string // StateOnline or StateOffline
 	// Time is when the agent built the status, Unix ns on its clock.
 	Time         int64
 	AgentVersion string
@@ -28,7 +28,7 @@ type Status struct {
 	// up to it was settled by a hub's ack. A hub that holds less of the
 	// epoch knows another hub (or its own lost state) holds the rest.
 	Settled uint64
-	Backlog      Backlog
+	Backlog Backlog
 	// Dropped counts the readings dropped under the disk bound in Epoch.
 	Dropped uint64
 	// ClockSynced is false while the agent believes its clock was never set
