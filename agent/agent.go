@@ -171,7 +171,7 @@ func (a *Agent) Status(state string) *protocol.Status {
 	now := a.o.Now()
 	s := &protocol.Status{
 		Device: a.cfg.Device, State: state, AgentVersion: a.o.Version,
-		Epoch: st.Epoch, LastSeq: st.LastSeq, Backlog: st.Backlog, Dropped: st.DroppedEpoch,
+		Epoch: st.Epoch, LastSeq: st.LastSeq, Settled: st.SettledMark, Backlog: st.Backlog, Dropped: st.DroppedEpoch,
 		// A clock before 2020 was never set: a gateway without a real-time
 		// clock counts from 1970 until NTP answers.
 		ClockSynced: now.Year() >= 2020,

@@ -149,7 +149,8 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		return fail(err)
 	}
 	h.emitter, err = emit.New(emit.Options{DB: db, Windows: win, Influx: h.influx, Reader: reader, Statuses: h.fleet,
-		VerifyAfter: time.Duration(cfg.Windows.VerifyAfter), Registerer: o.Registry, Logger: o.Logger.With("part", "emit"), Now: o.Now})
+		VerifyAfter: time.Duration(cfg.Windows.VerifyAfter), AuditSpan: auditSpan(cfg), AuditEvery: time.Duration(cfg.Windows.VerifyAfter),
+		Registerer: o.Registry, Logger: o.Logger.With("part", "emit"), Now: o.Now})
 	if err != nil {
 		return fail(err)
 	}
@@ -242,4 +243,16 @@ func (h *Hub) MetricNames() ([]string, error) {
 		out = append(out, mf.GetName())
 	}
 	return out, nil
+}
+
+// auditSpan is how far back a hub compares a device's readings with
+// InfluxDB when the device comes from another hub: every window the other
+// hub may not have written yet (the largest size, the allowed lateness and
+// the idle timeout), with a minute to spare.
+func auditSpan(cfg *Config) time.Duration {
+	largest := time.Duration(0)
+	for _, s := range cfg.Windows.Sizes {
+		largest = max(largest, time.Duration(s))
+	}
+	return largest + time.Duration(cfg.Windows.AllowedLateness) + time.Duration(cfg.Windows.IdleTimeout) + time.Minute
 }

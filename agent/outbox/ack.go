@@ -137,7 +137,7 @@ func (ob *Outbox) Stats() Stats {
 	for k, v := range ob.stats.AcksIgnored {
 		s.AcksIgnored[k] = v
 	}
-	s.Epoch, s.LastSeq = ob.st.epoch, ob.st.nextSeq-1
+	s.Epoch, s.LastSeq, s.SettledMark = ob.st.epoch, ob.st.nextSeq-1, ob.settledThrough
 	s.Backlog = protocol.Backlog{
 		Batches:  ob.st.batches,
 		Readings: ob.st.readings + uint64(ob.packer.Len()),

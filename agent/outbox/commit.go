@@ -332,7 +332,9 @@ func (ob *Outbox) seal(tx *bolt.Tx, d *delta, now time.Time) error {
 	if ob.packer.Len() == 0 && ob.st.gap == nil {
 		return nil
 	}
-	h := protocol.Header{Epoch: ob.st.epoch, Seq: ob.st.nextSeq, SealTime: now.UnixNano(), Gap: ob.st.gap}
+	l := ob.o.Limits.WithDefaults()
+	h := protocol.Header{Epoch: ob.st.epoch, Seq: ob.st.nextSeq, SealTime: now.UnixNano(), Gap: ob.st.gap,
+		Settled: ob.settledThrough, Before: min(max(ob.st.sealedMax, l.MinTime), l.MaxTime)}
 	b, data, err := ob.packer.Seal(h)
 	if errors.Is(err, protocol.ErrFull) {
 		// The gap notice does not fit beside the readings: seal them alone;
@@ -368,6 +370,9 @@ func (ob *Outbox) seal(tx *bolt.Tx, d *delta, now time.Time) error {
 		return err
 	}
 	ob.st.nextSeq++
+	if n > 0 {
+		ob.st.sealedMax = max(ob.st.sealedMax, last)
+	}
 	ob.st.batches++
 	ob.st.readings += n
 	ob.st.bytes += uint64(len(v))

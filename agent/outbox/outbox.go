@@ -71,6 +71,9 @@ type Options struct {
 type Stats struct {
 	Epoch   uint64
 	LastSeq uint64 // highest seq sealed
+	// SettledMark: every seq up to it was settled by a hub's ack (or
+	// dropped and reported).
+	SettledMark uint64
 	// Backlog is what waits on disk: sealed unsettled batches (Batches,
 	// Readings, Bytes) plus the open batch's readings and chunk bytes.
 	Backlog protocol.Backlog
@@ -146,6 +149,10 @@ type state struct {
 	gap                                 *protocol.Gap
 	batches, readings, bytes            uint64 // sealed batches on disk
 	openReadings, openBytes             uint64 // chunks on disk
+	// sealedMax bounds the event times of every reading sealed on this
+	// disk, in any epoch, and is at least the clock when the epoch began:
+	// the next batch's Before (protocol.Batch).
+	sealedMax int64
 }
 
 var (
@@ -262,11 +269,24 @@ func (ob *Outbox) openFile() error {
 		if err != nil {
 			return err
 		}
+		now := ob.now().UnixNano()
 		if st.epoch == 0 {
-			st = state{epoch: randomEpoch(), nextSeq: 1}
+			// Whatever this gateway sealed before (a file moved aside,
+			// another disk) is stamped before now, if its clock holds.
+			st = state{epoch: randomEpoch(), nextSeq: 1, sealedMax: now}
 			ob.log.Info("outbox: new epoch", "epoch", fmt.Sprintf("%016x", st.epoch))
 		}
+		if st.sealedMax == 0 && tx.Bucket(bucketMeta).Get([]byte("sealed_max")) == nil {
+			st.sealedMax = now // written before the mark was kept: everything sealed is older
+		}
 		ob.st = st
+		// Every seq below the oldest batch on disk was settled (acked, or
+		// dropped and reported in a gap notice): the settled mark.
+		ob.settledThrough = st.nextSeq - 1
+		if k, _ := tx.Bucket(bucketBatches).Cursor().First(); len(k) == 8 {
+			ob.settledThrough = min(ob.settledThrough, binary.BigEndian.Uint64(k)-1)
+		}
+		ob.deletedThrough = ob.settledThrough
 		return ob.saveState(tx)
 	})
 	if err == nil {
@@ -368,6 +388,7 @@ func loadState(tx *bolt.Tx) (state, error) {
 		epoch: get("epoch"), nextSeq: get("next_seq"), published: get("published"), chunkSeq: get("chunk_seq"),
 		dropped: get("dropped"), batches: get("batches"), readings: get("readings"), bytes: get("bytes"),
 		openReadings: get("open_readings"), openBytes: get("open_bytes"),
+		sealedMax: int64(get("sealed_max")),
 	}
 	if v := m.Get([]byte("gap")); len(v) > 0 {
 		g, err := decodeGap(v)
@@ -392,7 +413,7 @@ func (ob *Outbox) saveState(tx *bolt.Tx) error {
 	for k, v := range map[string]uint64{
 		"epoch": st.epoch, "next_seq": st.nextSeq, "published": st.published, "chunk_seq": st.chunkSeq,
 		"dropped": st.dropped, "batches": st.batches, "readings": st.readings, "bytes": st.bytes,
-		"open_readings": st.openReadings, "open_bytes": st.openBytes,
+		"open_readings": st.openReadings, "open_bytes": st.openBytes, "sealed_max": uint64(st.sealedMax),
 	} {
 		if err := m.Put([]byte(k), u64(v)); err != nil {
 			return err

@@ -675,3 +675,47 @@ func TestCompaction(t *testing.T) {
 		t.Fatal("epoch lost after compaction and a crash")
 	}
 }
+
+// TestSettledMarkAndBefore: each sealed batch carries the agent's settled
+// mark (a hub that lacks the history starts there) and Before, which
+// bounds every reading sealed earlier (the clock at the epoch's start
+// before any); both survive a restart.
+func TestSettledMarkAndBefore(t *testing.T) {
+	e := newEnv(t, nil)
+	start := e.clk.Now().UnixNano()
+	seal := func(from, n int) {
+		e.ob.Add(readings(from, n))
+		e.commit()
+		e.clk.Add(10 * time.Second)
+		e.commit() // old enough: sealed
+	}
+	seal(0, 5)  // seq 1: times 0..4 s
+	seal(20, 5) // seq 2: 20..24 s
+	bs := e.drain()
+	if len(bs) != 2 || bs[0].Settled != 0 || bs[0].Before != start || bs[1].Settled != 0 || bs[1].Before != readings(4, 1)[0].Time {
+		t.Fatalf("batches %+v %+v", bs[0], bs[1])
+	}
+	if err := ack(e, 0, 2); err != nil { // 2 settled, 1 not: the mark stays
+		t.Fatal(err)
+	}
+	seal(10, 5) // seq 3: 10..14 s, older than seq 2's
+	if b := e.drain()[1]; b.Seq != 3 || b.Settled != 0 || b.Before != readings(24, 1)[0].Time {
+		t.Fatalf("seq 3: settled %d before %d", b.Settled, b.Before)
+	}
+	if err := ack(e, 2); err != nil { // the hub's next ack: 1 and 2
+		t.Fatal(err)
+	}
+	e.commit()
+	if st := e.ob.Stats(); st.SettledMark != 2 {
+		t.Fatalf("mark %d, want 2", st.SettledMark)
+	}
+	e.reopen(true)
+	if st := e.ob.Stats(); st.SettledMark != 2 {
+		t.Fatalf("after a crash the mark is %d, want 2 (seq 3 is the oldest batch left)", st.SettledMark)
+	}
+	seal(40, 1) // seq 4
+	bs = e.drain()
+	if b := bs[len(bs)-1]; b.Seq != 4 || b.Settled != 2 || b.Before != readings(24, 1)[0].Time {
+		t.Fatalf("seq 4 after the crash: settled %d before %d", b.Settled, b.Before)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,12 +32,8 @@ type world struct {
 	db      string
 	broker  *testsvc.Broker
 	hubBin  string
-	hubCfg  string
+	hub     *hubProc // the scenario's one hub (clusters have several)
 	httpURL string
-	mu      sync.Mutex
-	hub     *exec.Cmd
-	hubOut  *strings.Builder
-	hubDone chan error
 	fleet   *fleet.Fleet
 	stop    func()
 	// procs are agents run as processes (scenarios that kill them).
@@ -55,7 +50,8 @@ func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fl
 	dir := t.TempDir()
 	port, _ := testsvc.FreePort()
 	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	w.hubCfg = filepath.Join(dir, "hub.yaml")
+	w.hub = &hubProc{t: t, name: "hub", bin: hubBin, cfg: filepath.Join(dir, "hub.yaml"), dataDir: filepath.Join(dir, "hub"),
+		httpURL: w.httpURL, env: []string{"E2E_INFLUX_TOKEN=" + ix.Token}}
 	var brokerURL, brokerCfg string
 	if brokerName == "hub-embedded" {
 		// The hub's own broker: it lives and dies with the hub process.
@@ -76,9 +72,17 @@ http: {listen: "127.0.0.1:%d"}
 		cfg += "windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}\n"
 	}
 	cfg += strings.Join(extra, "\n") + "\n"
-	os.WriteFile(w.hubCfg, []byte(cfg), 0o644)
+	os.WriteFile(w.hub.cfg, []byte(cfg), 0o644)
 	w.startHub()
-	fo.Broker, fo.DataDir, fo.GroundTruth = brokerURL, filepath.Join(dir, "fleet"), true
+	w.runFleet(fo, brokerURL, filepath.Join(dir, "fleet"))
+	t.Cleanup(func() { w.stop(); w.stopHub() })
+	return w
+}
+
+// runFleet starts the scenario's fleet on brokerURL with the e2e timings
+// (fo.Tune applies after them); w.stop stops it.
+func (w *world) runFleet(fo fleet.Options, brokerURL, dataDir string) {
+	fo.Broker, fo.DataDir, fo.GroundTruth = brokerURL, dataDir, true
 	if fo.Devices == 0 {
 		fo.Devices = 4
 	}
@@ -96,56 +100,19 @@ http: {listen: "127.0.0.1:%d"}
 	}
 	f, err := fleet.New(fo)
 	if err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
 	w.fleet = f
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); f.Run(ctx) }()
-	w.stop = func() { cancel(); <-done }
-	t.Cleanup(func() { w.stop(); w.stopHub() })
-	return w
+	var once sync.Once
+	w.stop = func() { once.Do(func() { cancel(); <-done }) }
 }
 
-func (w *world) startHub() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	cmd := exec.Command(w.hubBin, "-config", w.hubCfg)
-	cmd.Env = append(os.Environ(), "E2E_INFLUX_TOKEN="+w.ix.Token)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	w.hub, w.hubOut, w.hubDone = cmd, out, done
-}
-
-func (w *world) killHub() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.hub.Process.Kill()
-	<-w.hubDone
-	w.hub = nil
-}
-
-func (w *world) stopHub() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.hub == nil {
-		return
-	}
-	w.hub.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.hubDone:
-	case <-time.After(10 * time.Second):
-		w.hub.Process.Kill()
-		<-w.hubDone
-	}
-	w.hub = nil
-}
+func (w *world) startHub() { w.hub.start() }
+func (w *world) killHub()  { w.hub.stop(true) }
+func (w *world) stopHub()  { w.hub.stop(false) }
 
 // run lets the fleet read for d (real time; a scenario's pace).
 func run(d time.Duration) { time.Sleep(d) } // the simulated fleet produces data while we wait
@@ -343,10 +310,12 @@ func (w *world) compare(truth map[key]float64) error {
 		byWindow[wk] = append(byWindow[wk], row{k.t, v})
 	}
 	aggs := 0
+	written := map[wkey]bool{}
 	for _, m := range metrics {
 		for k, rows := range w.query(m+"_1m", "count", "sum", "min", "max", "first", "last") {
 			for _, r := range rows {
 				aggs++
+				written[wkey{k[0], k[1], m, r.t}] = true
 				rs := byWindow[wkey{k[0], k[1], m, r.t}]
 				slices.SortFunc(rs, func(a, b row) int { return int(a.t - b.t) })
 				if len(rs) == 0 {
@@ -365,7 +334,14 @@ func (w *world) compare(truth map[key]float64) error {
 		}
 	}
 	if aggs != len(byWindow) {
-		return fmt.Errorf("%d aggregates written, %d windows hold data", aggs, len(byWindow))
+		var missing []string
+		for k, rows := range byWindow {
+			if !written[k] {
+				missing = append(missing, fmt.Sprintf("%s/%s/%s at %s (%d readings)", k.device, k.sensor, k.metric, time.Unix(0, k.start).UTC().Format(time.TimeOnly), len(rows)))
+			}
+		}
+		slices.Sort(missing)
+		return fmt.Errorf("%d aggregates written, %d windows hold data; not written: %s", aggs, len(byWindow), strings.Join(missing, ", "))
 	}
 	w.t.Logf("accounting: committed %d, stored %d, reported dropped %d, windows %d, corrections %v, duplicate batches %v",
 		sent, kept, drops, aggs, w.metric("freshet_hub_window_corrections_total"), w.metric(`freshet_hub_batches_total{result="duplicate"}`))

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,4 +110,61 @@ func (p *agentProc) quiesce() {
 		}
 		return nil
 	})
+}
+
+// hubProc is a freshet-hub process (a scenario's hub, or one of a cluster).
+type hubProc struct {
+	t       *testing.T
+	name    string
+	bin     string
+	cfg     string
+	dataDir string
+	httpURL string
+	env     []string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	out     *strings.Builder
+	done    chan error
+}
+
+func (h *hubProc) start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cmd := exec.Command(h.bin, "-config", h.cfg)
+	cmd.Env = append(os.Environ(), h.env...)
+	h.out = &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = h.out, h.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.cmd, h.done = cmd, make(chan error, 1)
+	go func(done chan error) { done <- cmd.Wait() }(h.done)
+}
+
+// stop ends the hub: SIGKILL (kill) or SIGTERM.
+func (h *hubProc) stop(kill bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return
+	}
+	if kill {
+		h.cmd.Process.Kill()
+	} else {
+		h.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		h.cmd.Process.Kill()
+		<-h.done
+	}
+	h.cmd = nil
+}
+
+// metric reads one sample of the hub's /metrics (-1 if unreachable).
+func (h *hubProc) metric(name string) float64 {
+	w := &world{httpURL: h.httpURL}
+	return w.metric(name)
 }

@@ -65,6 +65,13 @@ func Start(o Options) (*Broker, error) {
 	if err := s.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker auth hook: %w", err)
 	}
+	topics := o.Topics
+	if topics.Prefix() == "" {
+		topics, _ = protocol.NewTopics("")
+	}
+	if err := s.AddHook(&affinity{server: s, topics: topics}, nil); err != nil {
+		return nil, fmt.Errorf("broker affinity hook: %w", err)
+	}
 	l := &closeSafeTCP{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr, TLSConfig: o.TLS}), server: s}
 	if err := s.AddListener(l); err != nil {
 		return nil, fmt.Errorf("broker listen on %s: %w", o.Addr, err)

@@ -51,6 +51,8 @@ const (
 	// DefaultVerifyAfter is how long after a rebuilt window was written it
 	// is verified again.
 	DefaultVerifyAfter = 30 * time.Second
+	// DefaultAuditSpan is Options.AuditSpan's default.
+	DefaultAuditSpan = 2 * time.Hour
 	// DueBatch bounds the windows one pass takes from the window state
 	// and writes in one InfluxDB request (before its batching).
 	DueBatch = 5000
@@ -71,6 +73,7 @@ type Writer interface {
 // Reader reads rows back from InfluxDB (hub/influx.Reader).
 type Reader interface {
 	Read(ctx context.Context, ranges []influx.SeriesRange, fields []string) ([]influx.Rows, error)
+	CountDevice(ctx context.Context, device string, start, end int64) ([]influx.SeriesCount, error)
 }
 
 // Statuses tell a device's settled mark from its last status (hub/fleet).
@@ -92,6 +95,15 @@ type Options struct {
 	// VerifyAfter: how long after it was written a rebuilt window is
 	// verified. Default DefaultVerifyAfter.
 	VerifyAfter time.Duration
+	// AuditSpan: when a device comes to this hub after another held it,
+	// the readings of this span of event time before it came are compared
+	// with InfluxDB's raw rows, and what the other hub applied is taken in
+	// (its windows may never have been written if it stopped or lost its
+	// state). Default DefaultAuditSpan; the hub sets the largest window
+	// size plus the allowed lateness and the idle timeout.
+	AuditSpan time.Duration
+	// AuditEvery bounds how often one device is audited. Default DefaultVerifyAfter.
+	AuditEvery time.Duration
 	// Registerer receives the emitter's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -111,6 +123,9 @@ type Metrics struct {
 	// changed the readings; written again), rewritten (InfluxDB held another
 	// aggregate; written again), gone (evicted), given_up.
 	Verified *prometheus.CounterVec
+	// Audits counts devices audited after they came from another hub;
+	// Adopted the readings the audits took in from InfluxDB.
+	Audits, Adopted prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not registered).
@@ -125,11 +140,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Verified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_windows_verified_total",
 			Help: "Rebuilt windows verified again later, by result: same, rebuilt, rewritten, gone, given_up."}, []string{"result"}),
 	}
+	m.Audits = prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_device_audits_total",
+		Help: "Devices whose recent readings were compared with InfluxDB's raw rows after they came from another hub."})
+	m.Adopted = prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_readings_adopted_total",
+		Help: "Readings another hub applied that audits took in from InfluxDB, so that their windows are written."})
 	for _, r := range []string{verifySame, verifyRebuilt, verifyRewritten, verifyGone, verifyGivenUp} {
 		m.Verified.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Aggregates, m.Rebuilt, m.RebuildChanged, m.Verified)
+		reg.MustRegister(m.Aggregates, m.Rebuilt, m.RebuildChanged, m.Verified, m.Audits, m.Adopted)
 	}
 	return m
 }
@@ -145,7 +164,14 @@ const (
 // The windows to verify, in one bucket:
 //
 //	at(8, Unix ns) dev(4) sid(4) size(8) start(8) -> rewrites so far (1)
-var verifyBucket = []byte("emit_verify")
+//
+// and how far each device was audited:
+//
+//	device -> audited up to (8, Unix ns event time) at (8, Unix ns hub time)
+var (
+	verifyBucket = []byte("emit_verify")
+	auditBucket  = []byte("emit_audit")
+)
 
 // Emitter writes closed windows.
 type Emitter struct {
@@ -167,6 +193,12 @@ func New(o Options) (*Emitter, error) {
 	if o.VerifyAfter <= 0 {
 		o.VerifyAfter = DefaultVerifyAfter
 	}
+	if o.AuditSpan <= 0 {
+		o.AuditSpan = DefaultAuditSpan
+	}
+	if o.AuditEvery <= 0 {
+		o.AuditEvery = DefaultVerifyAfter
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -174,8 +206,12 @@ func New(o Options) (*Emitter, error) {
 		o.Now = time.Now
 	}
 	err := o.DB.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(verifyBucket)
-		return err
+		for _, b := range [][]byte{verifyBucket, auditBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("emit: %w", err)
@@ -318,6 +354,11 @@ func (e *Emitter) Once(ctx context.Context) (int, error) {
 	}
 	e.metrics.Aggregates.Add(float64(len(aggs)))
 	e.metrics.Rebuilt.Add(float64(len(rebuilt)))
+	for device, v := range c.seen {
+		if err := e.audit(ctx, device, v); err != nil {
+			return n, fmt.Errorf("audit %s: %w", device, err)
+		}
+	}
 	return n, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -111,28 +112,75 @@ func (r *Reader) Read(ctx context.Context, ranges []SeriesRange, fields []string
 	return out, nil
 }
 
-func (r *Reader) read(ctx context.Context, ranges []SeriesRange, fields []string, out []Rows) error {
-	var q strings.Builder
-	for i, sr := range ranges {
-		if i > 0 {
-			q.WriteString("; ")
-		}
-		q.WriteString("SELECT ")
-		for j, f := range fields {
-			if j > 0 {
-				q.WriteByte(',')
-			}
-			q.WriteString(ident(f))
-		}
-		q.WriteString(" FROM ")
-		q.WriteString(ident(sr.Measurement))
-		q.WriteString(" WHERE ")
-		for _, t := range sr.Tags {
-			fmt.Fprintf(&q, "%s = %s AND ", ident(t.Key), literal(t.Value))
-		}
-		fmt.Fprintf(&q, "time >= %d AND time < %d GROUP BY *", sr.Start, sr.End)
+// SeriesCount is one series' count of values per minute.
+type SeriesCount struct {
+	Measurement string
+	Tags        []Tag // sorted by key, the empty ones left out
+	Minutes     []int64
+	Counts      []int64
+}
+
+// CountDevice counts, per minute of [start, end), the "value" fields of
+// every series of every measurement tagged with the device (raw readings,
+// and quality rows the caller leaves out): it finds series this hub never
+// saw. Minutes with none are left out.
+func (r *Reader) CountDevice(ctx context.Context, device string, start, end int64) ([]SeriesCount, error) {
+	q := fmt.Sprintf(`SELECT count("value") FROM /.*/ WHERE "device" = %s AND time >= %d AND time < %d GROUP BY time(1m), *`, literal(device), start, end)
+	res, err := r.do(ctx, q)
+	if err != nil {
+		return nil, err
 	}
-	form := url.Values{"q": {q.String()}, "db": {r.o.Database}, "epoch": {"ns"}}
+	var out []SeriesCount
+	for _, st := range res.Results {
+		if st.Error != "" {
+			return nil, fmt.Errorf("influx: query: %s", clip(st.Error))
+		}
+		for _, se := range st.Series {
+			sc := SeriesCount{Measurement: se.Name}
+			for k, v := range se.Tags {
+				if v != "" {
+					sc.Tags = append(sc.Tags, Tag{Key: k, Value: v})
+				}
+			}
+			slices.SortFunc(sc.Tags, func(a, b Tag) int { return strings.Compare(a.Key, b.Key) })
+			for _, v := range se.Values {
+				if len(v) != 2 {
+					continue
+				}
+				n, ok := v[0].(json.Number)
+				t, err := n.Int64()
+				c := number(v[1])
+				if !ok || err != nil || !(c > 0) {
+					continue
+				}
+				sc.Minutes, sc.Counts = append(sc.Minutes, t), append(sc.Counts, int64(c))
+			}
+			if len(sc.Minutes) > 0 {
+				out = append(out, sc)
+			}
+		}
+	}
+	return out, nil
+}
+
+// result is /query's JSON.
+type result struct {
+	Results []struct {
+		StatementID int `json:"statement_id"`
+		Series      []struct {
+			Name    string            `json:"name"`
+			Tags    map[string]string `json:"tags"`
+			Columns []string          `json:"columns"`
+			Values  [][]any           `json:"values"`
+		} `json:"series"`
+		Error string `json:"error"`
+	} `json:"results"`
+	Error string `json:"error"`
+}
+
+// do runs the statements q and returns the decoded response.
+func (r *Reader) do(ctx context.Context, q string) (*result, error) {
+	form := url.Values{"q": {q}, "db": {r.o.Database}, "epoch": {"ns"}}
 	if r.o.RetentionPolicy != "" {
 		form.Set("rp", r.o.RetentionPolicy)
 	}
@@ -140,7 +188,7 @@ func (r *Reader) read(ctx context.Context, ranges []SeriesRange, fields []string
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, strings.NewReader(form.Encode()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -149,38 +197,61 @@ func (r *Reader) read(ctx context.Context, ranges []SeriesRange, fields []string
 	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("influx: query: %w", err)
+		return nil, fmt.Errorf("influx: query: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, r.o.MaxResponse+1))
 	if err != nil {
-		return fmt.Errorf("influx: query: %w", err)
+		return nil, fmt.Errorf("influx: query: %w", err)
 	}
 	if int64(len(body)) > r.o.MaxResponse {
-		return fmt.Errorf("influx: query: response over %d bytes", r.o.MaxResponse)
+		return nil, fmt.Errorf("influx: query: response over %d bytes", r.o.MaxResponse)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("influx: query: %s: %s", resp.Status, clip(string(body)))
+		return nil, fmt.Errorf("influx: query: %s: %s", resp.Status, clip(string(body)))
 	}
-	var res struct {
-		Results []struct {
-			StatementID int `json:"statement_id"`
-			Series      []struct {
-				Tags    map[string]string `json:"tags"`
-				Columns []string          `json:"columns"`
-				Values  [][]any           `json:"values"`
-			} `json:"series"`
-			Error string `json:"error"`
-		} `json:"results"`
-		Error string `json:"error"`
-	}
+	res := new(result)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	if err := dec.Decode(&res); err != nil {
-		return fmt.Errorf("influx: query: %w", err)
+	if err := dec.Decode(res); err != nil {
+		return nil, fmt.Errorf("influx: query: %w", err)
 	}
 	if res.Error != "" {
-		return fmt.Errorf("influx: query: %s", clip(res.Error))
+		return nil, fmt.Errorf("influx: query: %s", clip(res.Error))
+	}
+	return res, nil
+}
+
+func (r *Reader) read(ctx context.Context, ranges []SeriesRange, fields []string, out []Rows) error {
+	quoted := make([]string, len(fields))
+	for i, f := range fields {
+		quoted[i] = ident(f)
+	}
+	return r.query(ctx, ranges, quoted, "", out)
+}
+
+// query runs one SELECT of the expressions per range (grouped by groupTime
+// then by every tag) and fills out.
+func (r *Reader) query(ctx context.Context, ranges []SeriesRange, exprs []string, groupTime string, out []Rows) error {
+	fields := exprs
+	var q strings.Builder
+	for i, sr := range ranges {
+		if i > 0 {
+			q.WriteString("; ")
+		}
+		q.WriteString("SELECT ")
+		q.WriteString(strings.Join(exprs, ","))
+		q.WriteString(" FROM ")
+		q.WriteString(ident(sr.Measurement))
+		q.WriteString(" WHERE ")
+		for _, t := range sr.Tags {
+			fmt.Fprintf(&q, "%s = %s AND ", ident(t.Key), literal(t.Value))
+		}
+		fmt.Fprintf(&q, "time >= %d AND time < %d GROUP BY %s*", sr.Start, sr.End, groupTime)
+	}
+	res, err := r.do(ctx, q.String())
+	if err != nil {
+		return err
 	}
 	for _, st := range res.Results {
 		if st.Error != "" {

@@ -104,3 +104,55 @@ func (s *Store) Readings(tx *bolt.Tx, device string, sid uint32, after, upTo int
 	}
 	return nil
 }
+
+// MinuteCounts returns how many readings of the series the store holds in
+// [from, to), by minute start (minutes holding none are left out; from is
+// taken to its minute). The hub compares them with InfluxDB's raw rows to
+// find readings another hub applied (hub/emit).
+func (s *Store) MinuteCounts(tx *bolt.Tx, device string, sid uint32, from, to int64) (map[int64]int, error) {
+	bk, err := openBuckets(tx)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := bk.device(device, false)
+	if err != nil || dev == nil {
+		return nil, err
+	}
+	out := map[int64]int{}
+	prefix := seriesPrefix(dev.id, sid)
+	c := bk.data.Cursor()
+	for k, v := c.Seek(blobKey(dev.id, sid, floorTo(max(0, from), minuteNs))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(k) != 16 {
+			return nil, fmt.Errorf("%w: data key of %d bytes", ErrCorrupt, len(k))
+		}
+		minute := int64(binary.BigEndian.Uint64(k[8:]))
+		if minute >= to {
+			break
+		}
+		if minute+minuteNs <= to {
+			if len(v) < 2 {
+				return nil, fmt.Errorf("%w: blob of %d bytes", ErrCorrupt, len(v))
+			}
+			n, k := binary.Uvarint(v[1:])
+			if k <= 0 {
+				return nil, fmt.Errorf("%w: blob count", ErrCorrupt)
+			}
+			out[minute] = int(n)
+			continue
+		}
+		ts, _, err := decodeBlob(v, minute, nil, nil) // the last minute, cut at to
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, t := range ts {
+			if t < to {
+				n++
+			}
+		}
+		if n > 0 {
+			out[minute] = n
+		}
+	}
+	return out, nil
+}
