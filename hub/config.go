@@ -68,7 +68,15 @@ type BrokerConfig struct {
 	TLS          TLSFiles        `yaml:"tls"`
 	SharedGroup  string          `yaml:"shared_group"`
 	TopicPrefix  string          `yaml:"topic_prefix"`
-	MaxInflight  int             `yaml:"max_inflight"` // default 1000
+	// MaxInflight is the hub's MQTT 5 Receive Maximum: the broker hands it
+	// at most this many unacked batches and keeps the rest queued in its
+	// session (size the broker's queue for the fleet's in-flight batches:
+	// devices x the agents' window). Default 1000.
+	MaxInflight int `yaml:"max_inflight"`
+	// SessionExpiry is how long the broker keeps the hub's session while
+	// it is away (its queued batches; a removed hub's share stops after
+	// it). Default 10m.
+	SessionExpiry cfgfile.Duration `yaml:"session_expiry"`
 }
 
 // EmbeddedConfig runs the mochi-mqtt broker inside the hub.
@@ -189,6 +197,12 @@ func (c *Config) Validate() error {
 	}
 	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
 		return bad("broker.max_inflight", "%d: want 1..65535", b.MaxInflight)
+	}
+	if b.SessionExpiry == 0 {
+		b.SessionExpiry = cfgfile.Duration(10 * time.Minute)
+	}
+	if b.SessionExpiry < cfgfile.Duration(time.Second) || time.Duration(b.SessionExpiry) > 49*24*time.Hour {
+		return bad("broker.session_expiry", "%v: want 1s..49 days (MQTT's limit is 2^32 s; 0 means the default)", time.Duration(b.SessionExpiry))
 	}
 	if _, err := protocol.NewTopics(b.TopicPrefix); err != nil {
 		return bad("broker.topic_prefix", "%v", err)

@@ -133,11 +133,15 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	h.fleet = fleet.New(fleet.Options{ClockFloor: cfg.Quality.Floor(), Registerer: o.Registry})
 	// The pipeline first: it creates the ledger and window buckets.
 	findings := checks.NewMetrics(o.Registry)
+	bopt := ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
+		TLS: tlsConf, SharedGroup: cfg.Broker.SharedGroup, MaxInflight: cfg.Broker.MaxInflight, SessionExpiry: time.Duration(cfg.Broker.SessionExpiry)}
+	if h.broker != nil {
+		bopt.Local = h.broker // in this process: no session, no flow control to negotiate
+	}
 	h.pipeline, err = ingest.New(ingest.Options{
 		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
-		Broker: ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
-			TLS: tlsConf, SharedGroup: cfg.Broker.SharedGroup, MaxInflight: cfg.Broker.MaxInflight},
-		Fleet: h.fleet, Findings: findings, Registerer: o.Registry,
+		Broker: bopt,
+		Fleet:  h.fleet, Findings: findings, Registerer: o.Registry,
 		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
 	})
 	if err != nil {

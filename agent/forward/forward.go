@@ -54,7 +54,9 @@ type Options struct {
 	Topics protocol.Topics
 	// Window bounds the batches published and not yet acked. Default 8.
 	Window int
-	// AckTimeout: a batch unacked this long is published again. Default 30 s.
+	// AckTimeout: a batch unacked this long is published again, after a
+	// further random delay of up to half of it, so that a fleet that lost
+	// its acks at once does not send again at once. Default 30 s.
 	AckTimeout time.Duration
 	// ConnectTimeout bounds one connection attempt. Default 10 s.
 	ConnectTimeout time.Duration
@@ -259,8 +261,8 @@ func (f *Forwarder) session(ctx context.Context) error {
 	f.connected.Store(true)
 	defer f.connected.Store(false)
 
-	inflight := map[uint64]time.Time{}
-	var last uint64 // highest seq published in this session
+	inflight := map[uint64]time.Time{} // seq -> when it is due again
+	var last uint64                    // highest seq published in this session
 	poll := time.NewTicker(f.o.Poll)
 	defer poll.Stop()
 	status := time.NewTicker(f.o.StatusInterval)
@@ -279,7 +281,7 @@ func (f *Forwarder) session(ctx context.Context) error {
 				return fmt.Errorf("outbox: %w", err)
 			}
 			c.Publish(f.o.Topics.Batch(f.o.Device), 1, false, data)
-			inflight[seq] = time.Now()
+			inflight[seq] = time.Now().Add(f.o.AckTimeout + rand.N(f.o.AckTimeout/2+1))
 			last = seq
 			f.count(func(s *Stats) { s.Published++ })
 		}
@@ -301,8 +303,8 @@ func (f *Forwarder) session(ctx context.Context) error {
 			if !c.IsConnectionOpen() {
 				return errors.New("connection closed")
 			}
-			for seq, at := range inflight {
-				if time.Since(at) > f.o.AckTimeout {
+			for seq, due := range inflight {
+				if time.Now().After(due) {
 					// Resend from the oldest unsettled batch.
 					f.log.Warn("mqtt: ack timeout, publishing again", "seq", seq, "inflight", len(inflight))
 					n := uint64(len(inflight))

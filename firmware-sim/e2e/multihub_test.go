@@ -195,23 +195,29 @@ func (c *cluster) noFalseSilence() {
 	found := 0
 	for _, se := range series {
 		ts := truth[[3]string{se.Tags["device"], se.Tags["sensor"], se.Tags["metric"]}]
+		// A finding is a row when it opened and one when it resolved,
+		// both with its opened time; one still open has only the first.
+		resolvedAt := map[int64]int64{}
 		for _, v := range se.Values {
-			found++
 			opened, _ := v[2].(json.Number).Int64()
-			resolved, _ := v[3].(json.Number).Int64()
-			if resolved == 0 {
-				resolved = math.MaxInt64
+			if v[1] == "resolved" {
+				resolvedAt[opened], _ = v[3].(json.Number).Int64()
+			} else if _, ok := resolvedAt[opened]; !ok {
+				resolvedAt[opened] = math.MaxInt64
 			}
+		}
+		for opened, resolved := range resolvedAt {
+			found++
 			// opened is the last reading seen plus one interval: a reading
 			// committed in [opened, resolved) was there to be seen.
 			i, _ := slices.BinarySearch(ts, opened)
 			if i < len(ts) && ts[i] < resolved {
-				c.t.Errorf("false silent finding %v %v: the device committed a reading at %s", se.Tags, v,
-					time.Unix(0, ts[i]).UTC().Format(time.RFC3339Nano))
+				c.t.Errorf("false silent finding %v opened %s: the device committed a reading at %s", se.Tags,
+					time.Unix(0, opened).UTC().Format(time.RFC3339Nano), time.Unix(0, ts[i]).UTC().Format(time.RFC3339Nano))
 			}
 		}
 	}
-	c.t.Logf("%d silent finding rows, none contradicted by the ground truth", found)
+	c.t.Logf("%d silent findings, none contradicted by the ground truth", found)
 }
 
 func tail(s string, n int) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,13 +25,16 @@ type User struct {
 	Hub bool
 }
 
-// Metrics count what the broker refuses.
+// Metrics count what the broker refuses, holds and drops.
 type Metrics struct {
 	// Refused counts refused connections by reason: unknown_user,
 	// bad_password.
 	Refused *prometheus.CounterVec
 	// Denied counts refused publishes and subscriptions (topic ACL).
 	Denied *prometheus.CounterVec
+	// Held counts batches held in their agent's connection because their
+	// hub had all it accepts; HeldTooLong those let through after MaxHold.
+	Held, HeldTooLong prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not registered).
@@ -46,10 +50,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.Denied.WithLabelValues("write")
 	m.Denied.WithLabelValues("read")
+	m.Held = prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_broker_held_total",
+		Help: "Batches the embedded broker held in their agent's connection while their hub had all the unacked batches it accepts."})
+	m.HeldTooLong = prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_broker_held_too_long_total",
+		Help: "Held batches let through after the longest hold (the hub may then drop them; the agent sends them again)."})
 	if reg != nil {
-		reg.MustRegister(m.Refused, m.Denied)
+		reg.MustRegister(m.Refused, m.Denied, m.Held, m.HeldTooLong)
 	}
 	return m
+}
+
+// dropped registers the broker's own count of messages it dropped: for a
+// client whose store or pending writes were full, or after its session expired.
+func (m *Metrics) dropped(reg prometheus.Registerer, s *mqtt.Server) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "freshet_hub_broker_dropped_total",
+		Help: "Messages the embedded broker dropped (a client's store or pending writes full)."}, func() float64 {
+		return float64(atomic.LoadInt64(&s.Info.InflightDropped) + atomic.LoadInt64(&s.Info.MessagesDropped))
+	}))
 }
 
 // userAuth admits only the given users, with the topic rules of User, and
@@ -95,7 +115,7 @@ func (h *userAuth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 }
 
 func (h *userAuth) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if h.allowed(cl, topic, write) {
+	if inlineAllowed(cl) || h.allowed(cl, topic, write) {
 		return true
 	}
 	access := "read"

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -34,15 +35,29 @@ type Options struct {
 	// listener). Refusals are logged and counted.
 	Users  []User
 	Topics protocol.Topics
+	// PendingWrites bounds the packets waiting to be written to one
+	// client (memory for every connection). A hub connected over MQTT gets
+	// at most this many unacked batches at a time. Default DefaultPendingWrites.
+	PendingWrites int
+	// MaxHold bounds how long a batch is held in its agent's connection
+	// while its hub cannot take it. Default DefaultMaxHold.
+	MaxHold time.Duration
 	// Registerer receives the broker's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultPendingWrites = 256
+	DefaultMaxHold       = 20 * time.Second
+)
+
 // Broker is a running embedded broker.
 type Broker struct {
 	metrics   *Metrics
+	router    *router
 	server    *mqtt.Server
 	listener  *closeSafeTCP
 	closeOnce sync.Once
@@ -56,7 +71,18 @@ func Start(o Options) (*Broker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := mqtt.New(&mqtt.Options{InlineClient: false, Logger: o.Logger})
+	if o.PendingWrites <= 0 {
+		o.PendingWrites = DefaultPendingWrites
+	}
+	if o.MaxHold <= 0 {
+		o.MaxHold = DefaultMaxHold
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	// A hub over MQTT 5 may ask for up to 65535 unacked batches; the
+	// router keeps it under PendingWrites, so the store never overflows.
+	caps.MaximumInflight = 65535
+	caps.MaximumClientWritesPending = int32(o.PendingWrites)
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: o.Logger, Capabilities: caps})
 	m := NewMetrics(o.Registerer)
 	var hook mqtt.Hook = new(auth.AllowHook)
 	if len(o.Users) > 0 {
@@ -69,9 +95,11 @@ func Start(o Options) (*Broker, error) {
 	if topics.Prefix() == "" {
 		topics, _ = protocol.NewTopics("")
 	}
-	if err := s.AddHook(&affinity{server: s, topics: topics}, nil); err != nil {
-		return nil, fmt.Errorf("broker affinity hook: %w", err)
+	rt := &router{server: s, topics: topics, maxWait: o.MaxHold, pending: o.PendingWrites, metrics: m, locals: map[string]*local{}}
+	if err := s.AddHook(rt, nil); err != nil {
+		return nil, fmt.Errorf("broker router hook: %w", err)
 	}
+	m.dropped(o.Registerer, s)
 	l := &closeSafeTCP{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr, TLSConfig: o.TLS}), server: s}
 	if err := s.AddListener(l); err != nil {
 		return nil, fmt.Errorf("broker listen on %s: %w", o.Addr, err)
@@ -80,12 +108,32 @@ func Start(o Options) (*Broker, error) {
 		l.Close(l.closeClients)
 		return nil, fmt.Errorf("broker serve: %w", err)
 	}
-	return &Broker{metrics: m, server: s, listener: l}, nil
+	return &Broker{metrics: m, router: rt, server: s, listener: l}, nil
 }
 
 // Addr returns the address the broker listens on (with the real port when
 // Options.Addr asked for port 0).
 func (b *Broker) Addr() string { return b.listener.Address() }
+
+// Attach makes a hub in this process a member of the shared group: it
+// gets its devices' batches (see router) through deliver, called in the
+// publishing agent's connection, which may wait in it. The returned
+// function detaches it.
+func (b *Broker) Attach(group, id string, deliver func(topic string, payload []byte)) (detach func()) {
+	return b.router.attach(group, id, deliver)
+}
+
+// Subscribe calls fn with every message on topics matching filter (and the
+// retained ones at once), in the publishing client's connection.
+func (b *Broker) Subscribe(filter string, id int, fn func(topic string, payload []byte)) error {
+	return b.server.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) { fn(pk.TopicName, pk.Payload) })
+}
+
+// Publish publishes a message from the broker itself (QoS 1 to the
+// subscribers that ask for it).
+func (b *Broker) Publish(topic string, payload []byte) error {
+	return b.server.Publish(topic, payload, false, 1)
+}
 
 // Metrics returns the broker's counters.
 func (b *Broker) Metrics() *Metrics { return b.metrics }

@@ -25,8 +25,8 @@ import (
 // verified). A device is audited when its custody's SharedBefore has grown
 // past what was audited, at most once per AuditEvery.
 func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
-	if v.sharedBefore == math.MinInt64 {
-		return nil
+	if v.sharedBefore == math.MinInt64 || v.sharedBefore <= e.audited[device] {
+		return nil // nothing shared, or audited that far already
 	}
 	now := e.o.Now()
 	var done, at int64
@@ -48,6 +48,9 @@ func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
 		})
 	})
 	if err != nil || hi <= done || now.UnixNano()-at < int64(e.o.AuditEvery) {
+		if err == nil && hi <= done {
+			e.audited[device] = done
+		}
 		return err
 	}
 	lo := max(done, hi-int64(e.o.AuditSpan))
@@ -136,6 +139,9 @@ func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
 	})
 	if err != nil {
 		return err
+	}
+	if v.sharedBefore <= hi {
+		e.audited[device] = hi
 	}
 	e.metrics.Audits.Inc()
 	e.metrics.Adopted.Add(float64(adopted))

@@ -179,6 +179,9 @@ type Emitter struct {
 	log     *slog.Logger
 	metrics *Metrics
 	points  []influx.Point
+	// audited caches how far each device was audited (the audit bucket
+	// holds the truth); the emitter's goroutine alone uses it.
+	audited map[string]int64
 }
 
 // New returns an Emitter and creates its bucket; the window state must be
@@ -216,7 +219,7 @@ func New(o Options) (*Emitter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emit: %w", err)
 	}
-	return &Emitter{o: o, log: o.Logger, metrics: NewMetrics(o.Registerer)}, nil
+	return &Emitter{o: o, log: o.Logger, metrics: NewMetrics(o.Registerer), audited: map[string]int64{}}, nil
 }
 
 // Metrics returns the emitter's counters.

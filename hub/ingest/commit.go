@@ -14,6 +14,7 @@ import (
 
 // committer applies records in group commits, then acks them.
 func (p *Pipeline) committer(ctx context.Context) {
+	codec := protocol.NewCodec(p.o.Limits)
 	for {
 		var group []*record
 		select {
@@ -37,7 +38,7 @@ func (p *Pipeline) committer(ctx context.Context) {
 		}
 		p.o.Failpoint("after-commit")
 		for _, r := range group {
-			p.finish(r)
+			p.finish(codec, r)
 		}
 	}
 }
@@ -162,13 +163,17 @@ func (p *Pipeline) commit(group []*record) error {
 	return nil
 }
 
-// finish acks the agent (if the record names a seq), then the broker.
-func (p *Pipeline) finish(r *record) {
-	if r.ack != nil && r.client != nil {
-		codec := protocol.NewCodec(p.o.Limits)
+// finish acks the agent (if the record names a seq), on the current
+// session, then the broker (on the message's own session: after a
+// reconnect the broker redelivers, and the ledger answers again).
+func (p *Pipeline) finish(codec *protocol.Codec, r *record) {
+	if send := p.send.Load(); r.ack != nil && send != nil {
 		if data, err := codec.EncodeAck(r.ack); err == nil {
 			p.o.Failpoint("before-ack")
-			r.client.Publish(p.o.Topics.Ack(r.device), 1, false, data) // not waited on: a lost ack means a resend, which is re-acked
+			// Not waited on: a lost ack means a resend, which is re-acked.
+			if err := (*send)(p.o.Topics.Ack(r.device), data); err != nil {
+				p.metrics.AcksUnsent.Inc()
+			}
 		} else {
 			p.log.Error("encode ack", "err", err)
 		}

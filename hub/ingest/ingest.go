@@ -38,7 +38,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -54,6 +53,10 @@ const (
 	// DefaultMaxInflight bounds the messages taken from the broker and not
 	// yet acked (BrokerOptions.MaxInflight).
 	DefaultMaxInflight = 1000
+	// DefaultSessionExpiry is BrokerOptions.SessionExpiry's default: a hub
+	// restarted within it finds its queued batches; one gone longer (a
+	// removed member of a shared group) stops collecting its share.
+	DefaultSessionExpiry = 10 * time.Minute
 	// DefaultWorkers decode and write raw points in parallel (Options.Workers).
 	DefaultWorkers = 4
 	// DefaultDeadLetters bounds the refused payloads kept (Options.DeadLetters).
@@ -91,8 +94,20 @@ type FindingCounter interface {
 	Count(k quality.Kind, state string)
 }
 
+// LocalBroker is an embedded broker in this process (hub/broker.Broker):
+// the pipeline takes its share of the batches straight from it, in the
+// publishing agent's connection, which waits while the intake is full.
+type LocalBroker interface {
+	Attach(group, id string, deliver func(topic string, payload []byte)) (detach func())
+	Subscribe(filter string, id int, fn func(topic string, payload []byte)) error
+	Publish(topic string, payload []byte) error
+}
+
 // BrokerOptions say how to reach the broker.
 type BrokerOptions struct {
+	// Local, if set, is the broker: URL, TLS and the credentials are
+	// unused.
+	Local    LocalBroker
 	URL      string // tcp://host:1883 or ssl://host:8883
 	ClientID string // stable: the broker keeps the session (and unacked batches) under it
 	Username string
@@ -104,10 +119,14 @@ type BrokerOptions struct {
 	// which the shared ledger would need: see README.md.
 	SharedGroup string
 	// MaxInflight bounds the messages taken from the broker and not yet
-	// acked. Default DefaultMaxInflight. Set the broker's own limit at or
-	// below it (Mosquitto: max_inflight_messages).
+	// acked: the hub's MQTT 5 Receive Maximum and the size of its intake.
+	// Default DefaultMaxInflight, at most 65535.
 	MaxInflight int
-	KeepAlive   time.Duration
+	// SessionExpiry is how long the broker keeps the hub's session (its
+	// queued messages and subscriptions) while the hub is away. Default
+	// DefaultSessionExpiry.
+	SessionExpiry time.Duration
+	KeepAlive     time.Duration
 }
 
 // Options configure a Pipeline.
@@ -141,11 +160,10 @@ type Pipeline struct {
 	o       Options
 	log     *slog.Logger
 	metrics *Metrics
-	in      chan paho.Message
+	in      chan Message
 	done    chan *record
-	client  atomic.Pointer[paho.Client]
-	// reconnect asks the connection loop for a fresh session.
-	reconnect chan struct{}
+	// send publishes an agent's ack on the current session.
+	send      atomic.Pointer[func(topic string, payload []byte) error]
 	connected atomic.Bool
 	// influxRefused is set while InfluxDB refuses writes for a reason that
 	// is not the data's (401, 404): the hub is then not ready.
@@ -154,8 +172,7 @@ type Pipeline struct {
 
 // record is one message on its way through the pipeline.
 type record struct {
-	msg     paho.Message
-	client  paho.Client
+	msg     Message
 	kind    recordKind
 	batch   *protocol.Batch
 	version uint8 // the batch's protocol version: its ack's
@@ -192,14 +209,20 @@ func New(o Options) (*Pipeline, error) {
 	if o.DB == nil || o.Influx == nil || o.Windows == nil {
 		return nil, errors.New("ingest: DB, Influx and Windows are required")
 	}
-	if o.Broker.URL == "" {
-		return nil, errors.New("ingest: broker URL required")
+	if o.Broker.URL == "" && o.Broker.Local == nil {
+		return nil, errors.New("ingest: broker URL or local broker required")
 	}
 	if o.Broker.ClientID == "" {
 		o.Broker.ClientID = "freshet-hub"
 	}
 	if o.Broker.MaxInflight <= 0 {
 		o.Broker.MaxInflight = DefaultMaxInflight
+	}
+	if o.Broker.MaxInflight > 65535 {
+		return nil, fmt.Errorf("ingest: max inflight %d above MQTT's 65535", o.Broker.MaxInflight)
+	}
+	if o.Broker.SessionExpiry <= 0 {
+		o.Broker.SessionExpiry = DefaultSessionExpiry
 	}
 	if o.Broker.KeepAlive <= 0 {
 		o.Broker.KeepAlive = 30 * time.Second
@@ -226,8 +249,8 @@ func New(o Options) (*Pipeline, error) {
 		o.Failpoint = func(string) {}
 	}
 	o.Limits = o.Limits.WithDefaults()
-	p := &Pipeline{o: o, log: o.Logger, in: make(chan paho.Message, o.Broker.MaxInflight),
-		done: make(chan *record, o.Broker.MaxInflight), reconnect: make(chan struct{}, 1)}
+	p := &Pipeline{o: o, log: o.Logger, in: make(chan Message, o.Broker.MaxInflight),
+		done: make(chan *record, o.Broker.MaxInflight)}
 	p.metrics = newMetrics(o.Registerer, func() float64 { return float64(len(p.in)) }, func() float64 {
 		if p.connected.Load() {
 			return 1
@@ -264,7 +287,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	commitDone := make(chan struct{})
 	go func() { defer close(commitDone); p.committer(workCtx) }()
-	p.connectLoop(ctx)
+	if p.o.Broker.Local != nil {
+		p.local(ctx)
+	} else {
+		p.connectLoop(ctx)
+	}
 	stopWork()
 	wg.Wait()
 	<-commitDone

@@ -24,8 +24,14 @@ type Metrics struct {
 	Corrections prometheus.Counter
 	// GapReadings counts readings the agents reported dropped (gap notices).
 	GapReadings prometheus.Counter
-	// Overflows counts times the intake queue was full and the session restarted.
+	// Overflows counts messages the broker sent beyond the hub's Receive
+	// Maximum (they wait; a correct broker never does it).
 	Overflows prometheus.Counter
+	// Connects counts broker sessions started (1 + reconnects).
+	Connects prometheus.Counter
+	// AcksUnsent counts agents' acks the session could not send (the agent
+	// sends the batch again, and the hub acks it again).
+	AcksUnsent prometheus.Counter
 	// Commits counts group commits of the ledger and window state.
 	Commits prometheus.Counter
 }
@@ -51,7 +57,9 @@ func newMetrics(reg prometheus.Registerer, queued, connected func() float64) *Me
 		TooLate:     counter("freshet_hub_readings_too_late_total", "Readings older than the correction horizon: stored raw, not aggregated."),
 		Corrections: counter("freshet_hub_window_corrections_total", "Windows reopened by late readings after they were written."),
 		GapReadings: counter("freshet_hub_gap_readings_total", "Readings the agents reported dropped (gap notices)."),
-		Overflows:   counter("freshet_hub_intake_overflows_total", "Times the intake queue was full and the session was restarted."),
+		Overflows:   counter("freshet_hub_intake_overflows_total", "Messages the broker sent beyond the hub's Receive Maximum (they wait; a correct broker never does it)."),
+		Connects:    counter("freshet_hub_broker_connects_total", "Broker sessions started: one, plus one per reconnect."),
+		AcksUnsent:  counter("freshet_hub_acks_unsent_total", "Agents' acks the broker session could not send (the batch comes again and is acked again)."),
 		Commits:     counter("freshet_hub_commits_total", "Group commits of the ledger and window state."),
 	}
 	for _, r := range []string{resultApplied, resultDuplicate, resultRejected, resultDropped} {
@@ -61,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, queued, connected func() float64) *Me
 		m.Rejections.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits,
+		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits, m.Connects, m.AcksUnsent,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_intake_queue",
 				Help: "Messages taken from the broker and waiting for a worker."}, queued),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_broker_connected",

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/freshet-iot/freshet/hub/influx"
@@ -21,7 +20,7 @@ func (p *Pipeline) worker(ctx context.Context) {
 	lines := new(influx.Lines)
 	var group []*record
 	for {
-		var m paho.Message
+		var m Message
 		select {
 		case <-ctx.Done():
 			return
@@ -54,11 +53,8 @@ func (p *Pipeline) worker(ctx context.Context) {
 
 // take decodes a message into a record for the committer and renders its
 // raw points into lines; it appends nothing for messages fully handled here.
-func (p *Pipeline) take(codec *protocol.Codec, m paho.Message, lines *influx.Lines, group []*record) []*record {
+func (p *Pipeline) take(codec *protocol.Codec, m Message, lines *influx.Lines, group []*record) []*record {
 	r := &record{msg: m}
-	if c := p.client.Load(); c != nil {
-		r.client = *c
-	}
 	device, kind, err := p.o.Topics.Parse(m.Topic())
 	if err != nil {
 		r.kind, r.reason, r.detail = kindDrop, "bad_topic", err.Error()
