@@ -28,12 +28,7 @@ func BenchmarkAgentRSS(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("FRESHET_RSS_SECONDS")); err == nil && v > 0 {
 		secs = v
 	}
-	bin := filepath.Join(b.TempDir(), "freshet-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/freshet-agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildReleaseAgent(b)
 	broker := testsvc.StartMochi(b)
 	h := testsvc.StartHubStub(b, broker.URL())
 	root, data := b.TempDir(), b.TempDir()
@@ -68,6 +63,17 @@ func BenchmarkAgentRSS(b *testing.B) {
 		b.ReportMetric(cpu, "CPU-s")
 		b.ReportMetric(float64(h.Readings())/float64(secs), "readings/s")
 	}
+}
+
+// buildReleaseAgent builds the agent binary as released (static, stripped).
+func buildReleaseAgent(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "freshet-agent")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/freshet-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // procStatus reads a kB field of /proc/<pid>/status, in bytes.
