@@ -72,6 +72,7 @@ func BenchmarkFlashWrites(b *testing.B) {
 			defer ob.Close()
 			const simulated = 10 * time.Minute
 			var written, commits int64
+			k := 0
 			temps := make([]float64, c.rate)
 			rs := make([]protocol.Reading, 0, c.rate*int(c.commit/time.Second))
 			for b.Loop() {
@@ -80,9 +81,13 @@ func BenchmarkFlashWrites(b *testing.B) {
 					rs = rs[:0]
 					for s := range c.commit / time.Second {
 						for z := range temps {
-							temps[z] += float64((int(s)*7+z*3)%11-5) / 1000
+							// Readings wander, and their times jitter by up to
+							// 2 ms, as the agent's sensor reads do.
+							k++
+							temps[z] += float64((k*7+z*3)%11-5) / 1000
+							jitter := time.Duration(k*7919%2_000_000) * time.Nanosecond
 							rs = append(rs, protocol.Reading{Sensor: fmt.Sprintf("z%d", z), Metric: "temperature", Unit: "C",
-								Type: protocol.Float, Resolution: 0.001, Time: clk.Now().Add(time.Duration(s) * time.Second).UnixNano(), Float: 40 + temps[z]})
+								Type: protocol.Float, Resolution: 0.001, Time: clk.Now().Add(time.Duration(s)*time.Second + jitter).UnixNano(), Float: 40 + temps[z]})
 						}
 					}
 					clk.Add(c.commit)

@@ -131,7 +131,7 @@ func (ob *Outbox) Commit() error {
 				committed = append(committed, add[i])
 			}
 		}
-		if err := ob.writeChunk(tx); err != nil {
+		if err := ob.writeHot(tx); err != nil {
 			return err
 		}
 		if ob.o.Policy == DropOldest {
@@ -298,19 +298,24 @@ func (ob *Outbox) addToOpen(tx *bolt.Tx, r *protocol.Reading, d *delta, now time
 	if ob.openSince.IsZero() {
 		ob.openSince = now
 	}
-	ob.chunk = append(ob.chunk, *r)
+	ob.hot = append(ob.hot, *r)
 	ob.st.openReadings++
 	return true, nil
 }
 
-// writeChunk stores the readings added to the open batch since the last chunk.
-func (ob *Outbox) writeChunk(tx *bolt.Tx) error {
-	if len(ob.chunk) == 0 {
+// writeHot stores the open batch's readings that are in no chunk yet. While
+// their encoding stays within hotMax it is the hot record, rewritten whole
+// at each commit: bbolt keeps so small a bucket inside the root page, which
+// every commit writes anyway, so the readings cost no page of their own.
+// When they outgrow it they are frozen into the next chunk, written once;
+// chunks have sequential keys and fill their pages.
+func (ob *Outbox) writeHot(tx *bolt.Tx) error {
+	if len(ob.hot) == ob.hotSaved {
 		return nil
 	}
 	ob.chunker.Reset()
-	for i := range ob.chunk {
-		if err := ob.chunker.Add(&ob.chunk[i]); err != nil {
+	for i := range ob.hot {
+		if err := ob.chunker.Add(&ob.hot[i]); err != nil {
 			return fmt.Errorf("encode chunk: %w", err)
 		}
 	}
@@ -318,12 +323,43 @@ func (ob *Outbox) writeChunk(tx *bolt.Tx) error {
 	if err != nil {
 		return fmt.Errorf("encode chunk: %w", err)
 	}
+	hb := tx.Bucket(bucketHot)
+	ob.st.openBytes -= ob.hotBytes
+	if len(data) <= ob.hotMax {
+		if err := hb.Put(keyHot, data); err != nil {
+			return err
+		}
+		ob.st.openBytes += uint64(len(data))
+		ob.hotBytes, ob.hotSaved = uint64(len(data)), len(ob.hot)
+		return nil
+	}
 	ob.st.chunkSeq++
-	if err := tx.Bucket(bucketChunks).Put(u64(ob.st.chunkSeq), data); err != nil {
+	bk := tx.Bucket(bucketChunks)
+	bk.FillPercent = 1 // keys only ever grow: fill each page
+	if err := bk.Put(u64(ob.st.chunkSeq), data); err != nil {
+		return err
+	}
+	if err := hb.Delete(keyHot); err != nil {
 		return err
 	}
 	ob.st.openBytes += uint64(len(data))
-	ob.chunk = ob.chunk[:0]
+	ob.hot, ob.hotBytes, ob.hotSaved = ob.hot[:0], 0, 0
+	return nil
+}
+
+// clearOpen deletes the open batch's chunks and hot record.
+func (ob *Outbox) clearOpen(tx *bolt.Tx) error {
+	if err := tx.DeleteBucket(bucketChunks); err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucket(bucketChunks); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketHot).Delete(keyHot); err != nil {
+		return err
+	}
+	ob.st.openReadings, ob.st.openBytes = 0, 0
+	ob.hot, ob.hotBytes, ob.hotSaved = ob.hot[:0], 0, 0
 	return nil
 }
 
@@ -360,13 +396,12 @@ func (ob *Outbox) seal(tx *bolt.Tx, d *delta, now time.Time) error {
 	binary.BigEndian.PutUint64(v[4:], uint64(first))
 	binary.BigEndian.PutUint64(v[12:], uint64(last))
 	v = append(v, data...)
-	if err := tx.Bucket(bucketBatches).Put(u64(h.Seq), v); err != nil {
+	bk := tx.Bucket(bucketBatches)
+	bk.FillPercent = 1 // seqs only ever grow: fill each page
+	if err := bk.Put(u64(h.Seq), v); err != nil {
 		return err
 	}
-	if err := tx.DeleteBucket(bucketChunks); err != nil {
-		return err
-	}
-	if _, err := tx.CreateBucket(bucketChunks); err != nil {
+	if err := ob.clearOpen(tx); err != nil {
 		return err
 	}
 	ob.st.nextSeq++
@@ -376,11 +411,9 @@ func (ob *Outbox) seal(tx *bolt.Tx, d *delta, now time.Time) error {
 	ob.st.batches++
 	ob.st.readings += n
 	ob.st.bytes += uint64(len(v))
-	ob.st.openReadings, ob.st.openBytes = 0, 0
 	if h.Gap != nil {
 		ob.st.gap = nil
 	}
-	ob.chunk = ob.chunk[:0]
 	ob.openSince = time.Time{}
 	d.sealed++
 	return nil

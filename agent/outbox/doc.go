@@ -7,14 +7,28 @@
 // Add puts readings in a bounded in-memory pending list. Commit, called every
 // commit interval (default 1 s) by the agent, moves them into the open batch
 // in one bbolt transaction: readings go through a protocol.Packer, and the
-// ones new since the last commit are written as a chunk. When the open batch
-// is full (the protocol's byte, series or reading limit) or older than
-// MaxBatchAge, it is sealed in the same transaction: it gets the next seq,
-// any pending gap notice, its final wire bytes are stored under the seq, and
-// its chunks are deleted. After a crash the open batch is rebuilt from its
-// chunks. Each reading therefore reaches the flash about twice (chunk and
-// sealed batch, a few bytes each), plus bbolt's pages for the one
-// transaction per commit interval.
+// open batch's readings that are in no chunk yet are stored as the hot
+// record, rewritten whole at each commit. When the open batch is full (the
+// protocol's byte, series or reading limit) or older than MaxBatchAge, it is
+// sealed in the same transaction: it gets the next seq, any pending gap
+// notice, its final wire bytes are stored under the seq, and its chunks and
+// hot record are deleted. After a crash the open batch is rebuilt from its
+// chunks and hot record.
+//
+// # Pages per commit
+//
+// bbolt copies on write: a commit writes every page it changed to a new
+// place, then the meta page, each followed by an fdatasync. Whatever a
+// commit changes, it rewrites the root page (the page of bucket headers),
+// so a commit costs at least two 4 KiB pages. The outbox keeps what changes
+// at every commit inside that root page: bbolt stores a bucket of at most a
+// quarter page inline in its parent, and the hot record's bucket stays
+// under that bound (hotMax). While the open batch's new readings fit in it,
+// a commit writes two pages and nothing else; when they outgrow it they are
+// frozen into a chunk, written once, with sequential keys that fill their
+// pages. The sealed batch is written once more, at sealing. Settled
+// batches are deleted from the batches bucket (FillPercent 1: seqs only
+// grow), which is back inline in the root page once it is empty.
 //
 // Sealed batches are read in seq order by the forwarder (Next), published,
 // and settled by acks (Ack). Settled seqs are forgotten at once in memory and

@@ -108,8 +108,13 @@ type Outbox struct {
 	packer  *protocol.Packer
 	// Open batch bookkeeping.
 	openSince time.Time // first commit into the open batch; zero when empty
-	chunk     []protocol.Reading
-	chunker   *protocol.Packer // encodes chunks (relaxed limits)
+	// hot are the open batch's readings not yet in a chunk: the hot
+	// record holds them (hotBytes as stored), hotSaved of them so far.
+	hot      []protocol.Reading
+	hotBytes uint64
+	hotSaved int
+	hotMax   int              // the hot record's bound: it stays inline
+	chunker  *protocol.Packer // encodes chunks and the hot record (relaxed limits)
 	// Acks applied in memory, deleted from disk at the next Commit.
 	settledThrough uint64
 	deletedThrough uint64 // settledThrough as of the last commit
@@ -148,7 +153,7 @@ type state struct {
 	dropped                             uint64 // readings dropped in this epoch
 	gap                                 *protocol.Gap
 	batches, readings, bytes            uint64 // sealed batches on disk
-	openReadings, openBytes             uint64 // chunks on disk
+	openReadings, openBytes             uint64 // chunks and hot record on disk
 	// sealedMax bounds the event times of every reading sealed on this
 	// disk, in any epoch, and is at least the clock when the epoch began:
 	// the next batch's Before (protocol.Batch).
@@ -159,6 +164,8 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketBatches = []byte("batches")
 	bucketChunks  = []byte("chunks")
+	bucketHot     = []byte("hot")
+	keyHot        = []byte("readings")
 )
 
 // Errors.
@@ -259,8 +266,11 @@ func (ob *Outbox) openFile() error {
 	}
 	ob.db = db
 	ob.settledThrough, ob.deletedThrough = 0, 0
+	// bbolt keeps a bucket of at most a quarter page inside its parent's
+	// page: the hot record, with its key and headers, stays within that.
+	ob.hotMax = db.Info().PageSize/4 - 64
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketBatches, bucketChunks} {
+		for _, b := range [][]byte{bucketMeta, bucketBatches, bucketChunks, bucketHot} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -426,26 +436,40 @@ func (ob *Outbox) saveState(tx *bolt.Tx) error {
 }
 
 // readChunks empties the open batch in memory and returns the readings of
-// its chunks on disk.
+// its chunks and hot record on disk; the hot ones are ob.hot again.
 func (ob *Outbox) readChunks() ([]protocol.Reading, error) {
 	ob.packer.Reset()
-	ob.chunk = ob.chunk[:0]
+	ob.hot, ob.hotBytes, ob.hotSaved = ob.hot[:0], 0, 0
 	ob.openSince = time.Time{}
 	var readings []protocol.Reading
 	codec := protocol.NewCodec(protocol.Limits{MaxMessageBytes: 1 << 24, MaxReadings: 1 << 22, MaxSeries: 1 << 12})
-	err := ob.db.View(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketChunks)
-		if bk == nil {
-			return errors.New("outbox: no chunks bucket")
+	decode := func(k, v []byte) error {
+		var b protocol.Batch
+		if err := codec.DecodeBatch(v, &b); err != nil {
+			return &corruptError{fmt.Errorf("chunk %x: %w", k, err)}
 		}
-		return bk.ForEach(func(k, v []byte) error {
-			var b protocol.Batch
-			if err := codec.DecodeBatch(v, &b); err != nil {
-				return &corruptError{fmt.Errorf("chunk %x: %w", k, err)}
-			}
-			readings = b.AppendReadings(readings)
+		readings = b.AppendReadings(readings)
+		return nil
+	}
+	err := ob.db.View(func(tx *bolt.Tx) error {
+		bk, hb := tx.Bucket(bucketChunks), tx.Bucket(bucketHot)
+		if bk == nil || hb == nil {
+			return errors.New("outbox: no chunks or hot bucket")
+		}
+		if err := bk.ForEach(decode); err != nil {
+			return err
+		}
+		v := hb.Get(keyHot)
+		if v == nil {
 			return nil
-		})
+		}
+		cold := len(readings)
+		if err := decode(keyHot, v); err != nil {
+			return err
+		}
+		ob.hot = append(ob.hot, readings[cold:]...)
+		ob.hotBytes, ob.hotSaved = uint64(len(v)), len(ob.hot)
+		return nil
 	})
 	return readings, err
 }
@@ -459,25 +483,21 @@ func (ob *Outbox) replayChunks() error {
 	if len(readings) == 0 {
 		return nil
 	}
-	// Re-pack and rewrite them as one chunk, in one transaction: should the
-	// batch fill differently than before, it is sealed as usual and only the
-	// readings after the seal stay in the new chunk.
+	// Re-pack and rewrite them, in one transaction: should the batch fill
+	// differently than before, it is sealed as usual and only the readings
+	// after the seal stay in the open batch.
 	now := ob.now()
 	var d delta
 	err = ob.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketChunks); err != nil {
+		if err := ob.clearOpen(tx); err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucket(bucketChunks); err != nil {
-			return err
-		}
-		ob.st.openReadings, ob.st.openBytes = 0, 0
 		for i := range readings {
 			if _, err := ob.addToOpen(tx, &readings[i], &d, now); err != nil {
 				return err
 			}
 		}
-		if err := ob.writeChunk(tx); err != nil {
+		if err := ob.writeHot(tx); err != nil {
 			return err
 		}
 		return ob.saveState(tx)
