@@ -94,11 +94,14 @@ func (ob *Outbox) Commit() error {
 			return err
 		}
 	}
+	now := ob.now()
+	if ob.idle(now) {
+		return nil
+	}
 	taken := ob.pending
 	ob.pending = nil
 	memGap := ob.memGap
 	ob.memGap = protocol.Gap{}
-	now := ob.now()
 	openSince := ob.openSince
 	var d delta
 	var committed []protocol.Reading
@@ -142,7 +145,7 @@ func (ob *Outbox) Commit() error {
 		// Seal when the open batch is old enough, and whenever a gap notice
 		// waits: a loss is reported in the batch sealed by the commit that
 		// recorded it.
-		if ob.packer.Len() > 0 && !now.Before(ob.openSince.Add(ob.o.MaxBatchAge)) || ob.st.gap != nil {
+		if ob.sealDue(now) {
 			if err := ob.seal(tx, &d, now); err != nil {
 				return err
 			}
@@ -202,6 +205,23 @@ func (ob *Outbox) Commit() error {
 		return err
 	}
 	return nil
+}
+
+// sealDue reports whether the open batch is old enough to seal, or a gap
+// notice waits.
+func (ob *Outbox) sealDue(now time.Time) bool {
+	return ob.packer.Len() > 0 && !now.Before(ob.openSince.Add(ob.o.MaxBatchAge)) || ob.st.gap != nil
+}
+
+// idle reports whether a commit now would change nothing on disk: no
+// readings or drops to record, no acked batch to delete, nothing to seal,
+// nothing over the bound. Such a commit is skipped: it would still write
+// two pages and sync twice (a sensor read every 10 s with a 1 s commit
+// interval made nine such commits in ten).
+func (ob *Outbox) idle(now time.Time) bool {
+	return !ob.failing && len(ob.pending) == 0 && ob.memGap.Readings == 0 &&
+		ob.settledThrough == ob.deletedThrough && len(ob.settled) == 0 && !ob.sealDue(now) &&
+		(ob.o.Policy != DropOldest || int64(ob.st.bytes+ob.st.openBytes) <= ob.o.MaxBytes)
 }
 
 // landed reports whether write transaction txid reached the file although

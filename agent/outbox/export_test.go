@@ -1,5 +1,7 @@
 package outbox
 
+import bolt "go.etcd.io/bbolt"
+
 // crash closes the file without marking a clean shutdown, as kill -9 would
 // leave it (bbolt's own writes are atomic, so this is what a crash looks like).
 func (ob *Outbox) crash() {
@@ -32,4 +34,13 @@ func FailAfterNextTx(ob *Outbox, err error) {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
 	ob.failAfter = err
+}
+
+// TxID returns the id of the last transaction bbolt committed.
+func TxID(ob *Outbox) int {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	id := 0
+	ob.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return id
 }

@@ -533,6 +533,38 @@ func TestFailedCommitsKeepAccounts(t *testing.T) {
 	})
 }
 
+// TestIdleCommitSkipped: a commit with nothing to record runs no
+// transaction (it would write two pages and sync twice); one that has an
+// ack to apply or a batch old enough to seal still does.
+func TestIdleCommitSkipped(t *testing.T) {
+	e := newEnv(t, nil) // MaxBatchAge 10 s
+	e.ob.Add(readings(0, 5))
+	e.commit()
+	tx := outbox.TxID(e.ob)
+	e.clk.Add(time.Second)
+	e.commit()
+	if got := outbox.TxID(e.ob); got != tx {
+		t.Fatalf("a commit with nothing new ran transaction %d (last was %d)", got, tx)
+	}
+	e.clk.Add(10 * time.Second)
+	e.commit()
+	st := e.ob.Stats()
+	if st.LastSeq != 1 || outbox.TxID(e.ob) != tx+1 {
+		t.Fatalf("the open batch past MaxBatchAge: last seq %d, tx %d; want it sealed in tx %d", st.LastSeq, outbox.TxID(e.ob), tx+1)
+	}
+	if err := e.ob.Ack(&protocol.Ack{Device: "gw-1", Epoch: st.Epoch, Through: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.commit()
+	if st := e.ob.Stats(); st.Backlog.Batches != 0 || st.Settled != 5 || outbox.TxID(e.ob) != tx+2 {
+		t.Fatalf("after an ack: backlog %+v, settled %d, tx %d; want the batch deleted in tx %d", st.Backlog, st.Settled, outbox.TxID(e.ob), tx+2)
+	}
+	e.commit()
+	if got := outbox.TxID(e.ob); got != tx+2 {
+		t.Fatalf("an idle commit after the ack ran transaction %d", got)
+	}
+}
+
 func TestPendingOverflowIsCounted(t *testing.T) {
 	e := newEnv(t, func(o *outbox.Options) { o.MaxPending = 100 })
 	e.ob.Add(readings(0, 150))
