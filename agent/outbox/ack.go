@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -219,10 +218,11 @@ const CompactMinBytes = 8 << 20
 
 // MaybeCompact rewrites the bbolt file when what it stores is under a tenth
 // of its size (bbolt files never shrink on their own: after a long outage
-// drains, the file keeps its peak size). The copy is synced and renamed
-// over the original, so a crash at any point leaves either the old file or
-// the complete new one; a leftover copy is removed at the next Open.
-// It reports whether it compacted.
+// drains, the file keeps its peak size), or when its page size is not
+// PageSize (a file an earlier version created on a 16K-page kernel). The
+// copy is synced and renamed over the original, so a crash at any point
+// leaves either the old file or the complete new one; a leftover copy is
+// removed at the next Open. It reports whether it compacted.
 func (ob *Outbox) MaybeCompact() (bool, error) {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
@@ -234,12 +234,13 @@ func (ob *Outbox) MaybeCompact() (bool, error) {
 		return false, err
 	}
 	live := int64(ob.st.bytes+ob.st.openBytes) + 64<<10 // plus meta and a few pages
-	if fi.Size() < CompactMinBytes || live*10 > fi.Size() {
+	repage := ob.db.Info().PageSize != ob.boltOptions().PageSize
+	if !repage && (fi.Size() < CompactMinBytes || live*10 > fi.Size()) {
 		return false, nil
 	}
 	tmp := ob.o.Path + ".compact"
 	os.Remove(tmp)
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: ob.o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	dst, err := bolt.Open(tmp, 0o600, ob.boltOptions())
 	if err != nil {
 		return false, fmt.Errorf("compact: %w", err)
 	}
@@ -259,7 +260,7 @@ func (ob *Outbox) MaybeCompact() (bool, error) {
 	}
 	if err := os.Rename(tmp, ob.o.Path); err != nil {
 		// The old file is intact: reopen it.
-		db, oerr := openChecked(ob.o.Path, ob.o.NoSync)
+		db, oerr := openChecked(ob.o.Path, ob.boltOptions())
 		if oerr != nil {
 			ob.closed = true
 			return false, errors.Join(err, oerr)
@@ -268,14 +269,14 @@ func (ob *Outbox) MaybeCompact() (bool, error) {
 		return false, fmt.Errorf("compact: %w", err)
 	}
 	syncDir(filepath.Dir(ob.o.Path))
-	db, err := openChecked(ob.o.Path, ob.o.NoSync)
+	db, err := openChecked(ob.o.Path, ob.boltOptions())
 	if err != nil {
 		ob.closed = true
 		return false, fmt.Errorf("compact: reopen: %w", err)
 	}
 	ob.db = db
 	nfi, _ := os.Stat(ob.o.Path)
-	ob.log.Info("outbox compacted", "from_bytes", fi.Size(), "to_bytes", nfi.Size())
+	ob.log.Info("outbox compacted", "from_bytes", fi.Size(), "to_bytes", nfi.Size(), "page_size", db.Info().PageSize)
 	return true, nil
 }
 

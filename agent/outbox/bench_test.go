@@ -66,15 +66,23 @@ func BenchmarkFlashWrites(b *testing.B) {
 	for _, c := range []struct {
 		sensors        int
 		period, commit time.Duration
+		page           int // bbolt page size of the file; 0: outbox.PageSize
 	}{
-		{1, time.Second, time.Second}, {10, time.Second, time.Second},
-		{1, time.Second, 5 * time.Second}, {10, time.Second, 5 * time.Second},
-		{1, 10 * time.Second, time.Second},
+		{1, time.Second, time.Second, 0}, {10, time.Second, time.Second, 0},
+		{1, time.Second, 5 * time.Second, 0}, {10, time.Second, 5 * time.Second, 0},
+		{1, 10 * time.Second, time.Second, 0},
+		// bbolt's default on a 16K-page kernel (Raspberry Pi 5).
+		{1, time.Second, time.Second, 16384}, {10, time.Second, time.Second, 16384},
 	} {
 		rate := float64(c.sensors) / c.period.Seconds()
-		b.Run(fmt.Sprintf("rate=%g/commit=%v", rate, c.commit), func(b *testing.B) {
+		name := fmt.Sprintf("rate=%g/commit=%v", rate, c.commit)
+		if c.page != 0 {
+			name += fmt.Sprintf("/page=%d", c.page)
+		}
+		b.Run(name, func(b *testing.B) {
 			clk := &clock{t: time.Unix(1_700_000_000, 0)}
 			opts := outbox.Options{Path: filepath.Join(b.TempDir(), "o.db"), Device: "gw-1", Now: clk.Now}
+			outbox.SetPageSize(&opts, c.page)
 			ob := coldOpen(b, opts)
 			defer ob.Close()
 			const simulated = 10 * time.Minute

@@ -44,3 +44,13 @@ func TxID(ob *Outbox) int {
 	ob.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
 	return id
 }
+
+// SetPageSize sets the bbolt page size of a new file.
+func SetPageSize(o *Options, n int) { o.pageSize = n }
+
+// FilePageSize is the page size of the open bbolt file.
+func FilePageSize(ob *Outbox) int {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.db.Info().PageSize
+}

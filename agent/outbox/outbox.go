@@ -65,7 +65,17 @@ type Options struct {
 	// readings it made durable (for ground-truth logs in simulations). It
 	// must not call back into the outbox.
 	OnCommit func([]protocol.Reading)
+
+	// pageSize of a new bbolt file; tests only (default PageSize).
+	pageSize int
 }
+
+// PageSize is the bbolt page size of a new outbox file. bbolt defaults to
+// the kernel's page size, 16 KiB on a Raspberry Pi 5 (arm64 16K kernel):
+// every commit writes at least two pages, so that would be four times the
+// 4 KiB blocks of the file system. A file keeps the page size it was
+// created with.
+const PageSize = 4096
 
 // Stats describe the outbox at one moment.
 type Stats struct {
@@ -260,7 +270,7 @@ func (ob *Outbox) open() error {
 // corrupt (by bbolt, its check, or in the outbox's own records) is closed
 // and reported as a *corruptError.
 func (ob *Outbox) openFile() error {
-	db, err := openChecked(ob.o.Path, ob.o.NoSync)
+	db, err := openChecked(ob.o.Path, ob.boltOptions())
 	if err != nil {
 		return err
 	}
@@ -322,13 +332,24 @@ func (ob *Outbox) openFile() error {
 	return nil
 }
 
+// boltOptions are the outbox file's. NoFreelistSync: a commit does not
+// write the free page list (a page or more each time); Open rebuilds it by
+// walking the file's pages instead.
+func (ob *Outbox) boltOptions() *bolt.Options {
+	ps := ob.o.pageSize
+	if ps == 0 {
+		ps = PageSize
+	}
+	return &bolt.Options{Timeout: 5 * time.Second, NoSync: ob.o.NoSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, PageSize: ps}
+}
+
 type corruptError struct{ err error }
 
 func (e *corruptError) Error() string { return "corrupt outbox: " + e.err.Error() }
 
 // openChecked opens the bbolt file; after an unclean shutdown it also checks
 // the whole file. bbolt can panic on some corrupt pages; that is corruption too.
-func openChecked(path string, noSync bool) (db *bolt.DB, err error) {
+func openChecked(path string, o *bolt.Options) (db *bolt.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
@@ -340,7 +361,7 @@ func openChecked(path string, noSync bool) (db *bolt.DB, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: noSync, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err = bolt.Open(path, 0o600, o)
 	if err != nil {
 		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
 			return nil, &corruptError{err}

@@ -751,3 +751,32 @@ func TestSettledMarkAndBefore(t *testing.T) {
 		t.Fatalf("seq 4 after the crash: settled %d before %d", b.Settled, b.Before)
 	}
 }
+
+// TestCompactionToPageSize: a file with bbolt pages of another size (one an
+// earlier version created on a 16K-page kernel) is rewritten with
+// outbox.PageSize, whatever its fill, and nothing in it is lost.
+func TestCompactionToPageSize(t *testing.T) {
+	e := newEnv(t, func(o *outbox.Options) { outbox.SetPageSize(o, 16384) })
+	e.ob.Add(readings(0, 20))
+	e.commit()
+	e.clk.Add(time.Minute)
+	e.commit() // sealed: batch 1
+	e.ob.Add(readings(20, 5))
+	e.commit() // open batch
+	if got := outbox.FilePageSize(e.ob); got != 16384 {
+		t.Fatalf("page size %d, want the 16384 the test asked for", got)
+	}
+	outbox.SetPageSize(&e.opts, 0)
+	e.reopen(false)
+	ok, err := e.ob.MaybeCompact()
+	if !ok || err != nil {
+		t.Fatalf("MaybeCompact = %v, %v; want a compaction to the page size", ok, err)
+	}
+	if got := outbox.FilePageSize(e.ob); got != outbox.PageSize {
+		t.Fatalf("page size %d after compaction, want %d", got, outbox.PageSize)
+	}
+	if ok, err := e.ob.MaybeCompact(); ok || err != nil {
+		t.Fatalf("compacted again: %v, %v", ok, err)
+	}
+	accounting(t, e, 25, nil)
+}
