@@ -63,21 +63,36 @@ func BenchmarkDurableIngest(b *testing.B) {
 // agent's BenchmarkAgentFlash measures the real binary; this one takes
 // seconds.
 func BenchmarkFlashWrites(b *testing.B) {
-	for _, c := range []struct {
+	type flashCase struct {
 		sensors        int
 		period, commit time.Duration
-		page           int // bbolt page size of the file; 0: outbox.PageSize
-	}{
-		{1, time.Second, time.Second, 0}, {10, time.Second, time.Second, 0},
-		{1, time.Second, 5 * time.Second, 0}, {10, time.Second, 5 * time.Second, 0},
-		{1, 10 * time.Second, time.Second, 0},
+		page           int  // bbolt page size of the file; 0: outbox.PageSize
+		down           bool // no hub: nothing is acked, the backlog grows
+	}
+	var cases []flashCase
+	for _, commit := range []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second} {
+		for _, load := range []struct {
+			sensors int
+			period  time.Duration
+		}{{1, 10 * time.Second}, {1, time.Second}, {10, time.Second}} {
+			cases = append(cases, flashCase{sensors: load.sensors, period: load.period, commit: commit})
+		}
+	}
+	cases = append(cases,
+		// The hub unreachable.
+		flashCase{sensors: 1, period: time.Second, commit: time.Second, down: true},
+		flashCase{sensors: 10, period: time.Second, commit: time.Second, down: true},
 		// bbolt's default on a 16K-page kernel (Raspberry Pi 5).
-		{1, time.Second, time.Second, 16384}, {10, time.Second, time.Second, 16384},
-	} {
+		flashCase{sensors: 1, period: time.Second, commit: time.Second, page: 16384},
+		flashCase{sensors: 10, period: time.Second, commit: time.Second, page: 16384})
+	for _, c := range cases {
 		rate := float64(c.sensors) / c.period.Seconds()
 		name := fmt.Sprintf("rate=%g/commit=%v", rate, c.commit)
 		if c.page != 0 {
 			name += fmt.Sprintf("/page=%d", c.page)
+		}
+		if c.down {
+			name += "/hub=down"
 		}
 		b.Run(name, func(b *testing.B) {
 			clk := &clock{t: time.Unix(1_700_000_000, 0)}
@@ -115,7 +130,7 @@ func BenchmarkFlashWrites(b *testing.B) {
 					if err := ob.Commit(); err != nil {
 						b.Fatal(err)
 					}
-					if st := ob.Stats(); st.LastSeq != before {
+					if st := ob.Stats(); st.LastSeq != before && !c.down {
 						for seq := before + 1; seq <= st.LastSeq; seq++ {
 							if err := ob.MarkPublishing(seq); err != nil {
 								b.Fatal(err)
