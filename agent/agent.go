@@ -143,6 +143,9 @@ func (a *Agent) openSensors() error {
 	if env.SysRoot == "" {
 		env.SysRoot = a.cfg.SysRoot
 	}
+	if env.Modbus == nil {
+		env.Modbus = sensor.NewModbusPool() // the sensors on one port or gateway share it
+	}
 	var sensors []sensor.Sensor
 	for _, c := range a.cfg.Sensors {
 		src, err := sensor.Open(c, env)

@@ -47,6 +47,9 @@ func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
 	if e.SysRoot == "" {
 		e.SysRoot = cfg.SysRoot
 	}
+	if e.Modbus == nil {
+		e.Modbus = sensor.NewModbusPool()
+	}
 	for _, c := range cfg.Sensors {
 		fmt.Fprintf(w, "sensor      %-16s %-9s every %-6v ", c.Name, c.Type, c.Interval)
 		src, err := sensor.Open(c, e)

@@ -21,6 +21,7 @@ const (
 	TypeDS18B20 = "ds18b20"  // Maxim DS18B20 on 1-Wire, through the kernel's w1 sysfs files
 	TypeCPUTemp = "cpu_temp" // a thermal zone in sysfs
 	TypeExec    = "exec"     // a command that prints metric=value lines
+	TypeModbus  = "modbus"   // a Modbus slave over TCP, RTU or RTU over TCP
 )
 
 // Defaults and bounds of the timing keys.
@@ -70,6 +71,8 @@ type Config struct {
 	Zone int `yaml:"zone"`
 	// Command is the argv of an exec sensor, run without a shell. Required.
 	Command []string `yaml:"command"`
+	// Modbus is the slave and register map of a modbus sensor. Required.
+	Modbus *ModbusConfig `yaml:"modbus"`
 
 	// Resolution overrides the resolution of a metric: 0 (send the float as
 	// is) or a power of ten from 1e-9 to 1e9.
@@ -133,6 +136,8 @@ func specOf(typ string) (typeSpec, bool) {
 		return typeSpec{keys: []string{"zone"}, metrics: []metricSpec{temperature(0.001)}}, true
 	case TypeExec:
 		return typeSpec{keys: []string{"command"}, required: []string{"command"}}, true
+	case TypeModbus:
+		return typeSpec{keys: []string{"modbus"}, required: []string{"modbus"}}, true
 	}
 	return typeSpec{}, false
 }
@@ -163,7 +168,7 @@ func (c *Config) Validate() error {
 			return bad("type", "required")
 		}
 		return bad("type", "unknown type %q (want one of %s)", c.Type,
-			strings.Join([]string{TypeBME280, TypeBMP280, TypeMCP9808, TypeAHT20, TypeDS18B20, TypeCPUTemp, TypeExec}, ", "))
+			strings.Join([]string{TypeBME280, TypeBMP280, TypeMCP9808, TypeAHT20, TypeDS18B20, TypeCPUTemp, TypeExec, TypeModbus}, ", "))
 	}
 
 	// Timing.
@@ -203,8 +208,9 @@ func (c *Config) Validate() error {
 		"device":  c.Device != "",
 		"zone":    c.Zone != 0,
 		"command": len(c.Command) > 0,
+		"modbus":  c.Modbus != nil,
 	}
-	for _, k := range []string{"bus", "address", "device", "zone", "command"} {
+	for _, k := range []string{"bus", "address", "device", "zone", "command", "modbus"} {
 		if set[k] && !slices.Contains(spec.keys, k) {
 			return bad(k, "not used by type %s", c.Type)
 		}
@@ -239,6 +245,16 @@ func (c *Config) Validate() error {
 			if strings.IndexByte(a, 0) >= 0 {
 				return bad("command", "argument %d holds a NUL byte", i)
 			}
+		}
+	case TypeModbus:
+		if err := c.Modbus.validate(c); err != nil {
+			return err
+		}
+		for _, r := range c.Modbus.Registers {
+			spec.metrics = append(spec.metrics, metricSpec{name: r.Metric, unit: r.Unit})
+		}
+		if len(c.Resolution) > 0 {
+			return bad("resolution", "set the resolution of a modbus register as modbus.registers[i].resolution")
 		}
 	}
 

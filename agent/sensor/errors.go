@@ -19,6 +19,12 @@ var (
 	// ErrParse: the source's output (sysfs file, command output) or the
 	// values a Source returned are not in the expected form.
 	ErrParse = errors.New("unparsable reading")
+	// ErrBadFrame: a field-bus response that is garbled (bad CRC, short
+	// frame) or does not match its request (unit id, transaction id).
+	ErrBadFrame = errors.New("bad frame")
+	// ErrBadStatus: the server reported a value as bad (an OPC UA status
+	// code of severity Bad).
+	ErrBadStatus = errors.New("bad status")
 )
 
 // Reasons an error is counted under, the values of the reason label of
@@ -28,19 +34,35 @@ const (
 	ReasonTimeout     = "timeout"
 	ReasonImplausible = "implausible"
 	ReasonParse       = "parse"
+	ReasonBadFrame    = "bad_frame"  // field buses only
+	ReasonBadStatus   = "bad_status" // OPC UA only
 )
 
-// reasons lists every value Reason returns for a non-nil error.
-func reasons() []string {
-	return []string{ReasonIO, ReasonTimeout, ReasonImplausible, ReasonParse}
+// reasons lists every value Reason returns for a non-nil error of a sensor of type typ.
+func reasons(typ string) []string {
+	out := []string{ReasonIO, ReasonTimeout, ReasonImplausible, ReasonParse}
+	switch typ {
+	case TypeModbus:
+		out = append(out, modbusReasons()...)
+	}
+	return out
 }
 
 // Reason returns the counter label for a read error: "timeout",
-// "implausible", "parse" or, for anything else, "io". Nil maps to "".
+// "implausible", "parse", for field buses "bad_frame", "bad_status" or
+// "modbus_<exception>" (e.g. modbus_illegal_data_address) or, for anything
+// else, "io". Nil maps to "".
 func Reason(err error) string {
+	if e, ok := errors.AsType[*ModbusException](err); ok {
+		return e.reason()
+	}
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrBadFrame):
+		return ReasonBadFrame
+	case errors.Is(err, ErrBadStatus):
+		return ReasonBadStatus
 	case errors.Is(err, ErrImplausible):
 		return ReasonImplausible
 	case errors.Is(err, ErrParse):

@@ -176,7 +176,7 @@ func (r *Runner) register(set *metrics.Set) error {
 	for _, s := range r.sensors {
 		s.readsTotal = set.NewCounter(reads(s.cfg.Name))
 		s.errorsTotal = make(map[string]*metrics.Counter)
-		for _, reason := range reasons() {
+		for _, reason := range reasons(s.cfg.Type) {
 			s.errorsTotal[reason] = set.NewCounter(fmt.Sprintf("freshet_agent_sensor_errors_total{sensor=%q,reason=%q}", s.cfg.Name, reason))
 		}
 	}
@@ -365,7 +365,11 @@ func (s *sensorRun) count(err error) {
 	if s.readsTotal != nil {
 		s.readsTotal.Inc()
 		if err != nil {
-			s.errorsTotal[Reason(err)].Inc()
+			c, ok := s.errorsTotal[Reason(err)]
+			if !ok {
+				c = s.errorsTotal[ReasonIO]
+			}
+			c.Inc()
 		}
 	}
 }

@@ -269,7 +269,7 @@ func TestRunnerIsolatesFailingSensors(t *testing.T) {
 			if reads[tc.name] != float64(tc.reads) {
 				t.Errorf("%s: reads_total %g, want %d", tc.name, reads[tc.name], tc.reads)
 			}
-			for _, reason := range reasons() {
+			for _, reason := range reasons(TypeExec) {
 				want := 0.0
 				if reason == tc.reason {
 					want = float64(tc.errors)

@@ -45,6 +45,10 @@ type Env struct {
 	SysRoot string
 	// Command builds the process of an exec read; nil is exec.CommandContext.
 	Command func(ctx context.Context, name string, arg ...string) *exec.Cmd
+	// Modbus shares serial ports and TCP connections among the modbus
+	// sensors opened with this Env. Nil: each sensor gets its own, so
+	// sensors on one port would collide; the agent always sets it.
+	Modbus *ModbusPool
 }
 
 // Open validates c (filling its defaults into Open's copy) and returns the
@@ -75,6 +79,8 @@ func Open(c Config, env Env) (Source, error) {
 		src = newThermalSource(env.SysRoot, c.Zone, metrics[0])
 	case TypeExec:
 		src, err = newExecSource(c, env)
+	case TypeModbus:
+		src, err = openModbus(c, env)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sensor %q: open %s: %w", c.Name, c.Type, err)
