@@ -22,6 +22,7 @@ const (
 	TypeCPUTemp = "cpu_temp" // a thermal zone in sysfs
 	TypeExec    = "exec"     // a command that prints metric=value lines
 	TypeModbus  = "modbus"   // a Modbus slave over TCP, RTU or RTU over TCP
+	TypeOPCUA   = "opcua"    // nodes of an OPC UA server
 )
 
 // Defaults and bounds of the timing keys.
@@ -73,6 +74,8 @@ type Config struct {
 	Command []string `yaml:"command"`
 	// Modbus is the slave and register map of a modbus sensor. Required.
 	Modbus *ModbusConfig `yaml:"modbus"`
+	// OPCUA is the server and nodes of an opcua sensor. Required.
+	OPCUA *OPCUAConfig `yaml:"opcua"`
 
 	// Resolution overrides the resolution of a metric: 0 (send the float as
 	// is) or a power of ten from 1e-9 to 1e9.
@@ -138,6 +141,8 @@ func specOf(typ string) (typeSpec, bool) {
 		return typeSpec{keys: []string{"command"}, required: []string{"command"}}, true
 	case TypeModbus:
 		return typeSpec{keys: []string{"modbus"}, required: []string{"modbus"}}, true
+	case TypeOPCUA:
+		return typeSpec{keys: []string{"opcua"}, required: []string{"opcua"}}, true
 	}
 	return typeSpec{}, false
 }
@@ -168,7 +173,7 @@ func (c *Config) Validate() error {
 			return bad("type", "required")
 		}
 		return bad("type", "unknown type %q (want one of %s)", c.Type,
-			strings.Join([]string{TypeBME280, TypeBMP280, TypeMCP9808, TypeAHT20, TypeDS18B20, TypeCPUTemp, TypeExec, TypeModbus}, ", "))
+			strings.Join([]string{TypeBME280, TypeBMP280, TypeMCP9808, TypeAHT20, TypeDS18B20, TypeCPUTemp, TypeExec, TypeModbus, TypeOPCUA}, ", "))
 	}
 
 	// Timing.
@@ -209,8 +214,9 @@ func (c *Config) Validate() error {
 		"zone":    c.Zone != 0,
 		"command": len(c.Command) > 0,
 		"modbus":  c.Modbus != nil,
+		"opcua":   c.OPCUA != nil,
 	}
-	for _, k := range []string{"bus", "address", "device", "zone", "command", "modbus"} {
+	for _, k := range []string{"bus", "address", "device", "zone", "command", "modbus", "opcua"} {
 		if set[k] && !slices.Contains(spec.keys, k) {
 			return bad(k, "not used by type %s", c.Type)
 		}
@@ -255,6 +261,16 @@ func (c *Config) Validate() error {
 		}
 		if len(c.Resolution) > 0 {
 			return bad("resolution", "set the resolution of a modbus register as modbus.registers[i].resolution")
+		}
+	case TypeOPCUA:
+		if err := c.OPCUA.validate(c); err != nil {
+			return err
+		}
+		for _, n := range c.OPCUA.Nodes {
+			spec.metrics = append(spec.metrics, metricSpec{name: n.Metric, unit: n.Unit})
+		}
+		if len(c.Resolution) > 0 {
+			return bad("resolution", "set the resolution of an opcua node as opcua.nodes[i].resolution")
 		}
 	}
 

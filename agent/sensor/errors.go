@@ -25,6 +25,10 @@ var (
 	// ErrBadStatus: the server reported a value as bad (an OPC UA status
 	// code of severity Bad).
 	ErrBadStatus = errors.New("bad status")
+	// ErrNoChange is not a failure: a source that reports changes (OPC UA)
+	// has nothing new since its last read. The runner counts the read and
+	// passes nothing on.
+	ErrNoChange = errors.New("no new value")
 )
 
 // Reasons an error is counted under, the values of the reason label of
@@ -44,6 +48,8 @@ func reasons(typ string) []string {
 	switch typ {
 	case TypeModbus:
 		out = append(out, modbusReasons()...)
+	case TypeOPCUA:
+		out = append(out, ReasonBadStatus)
 	}
 	return out
 }

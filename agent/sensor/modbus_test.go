@@ -43,9 +43,27 @@ func modbusConfig(t *testing.T, name, modbus, registers string) Config {
 	return c
 }
 
+// badConfig is a sensor entry and the text its error must hold (the key).
+type badConfig struct{ yaml, key string }
+
+func expectConfigErrors(t *testing.T, cases []badConfig) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			c, err := decode(t, tc.yaml)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("error %v, want one naming %q", err, tc.key)
+			}
+		})
+	}
+}
+
 func TestModbusConfigBad(t *testing.T) {
 	const reg = "registers: [{metric: v, address: 0}]"
-	for _, tc := range []struct{ yaml, key string }{
+	expectConfigErrors(t, []badConfig{
 		{"{name: m, type: modbus}", "modbus: required"},
 		{"{name: m, type: modbus, modbus: {endpoint: 'h:502', " + reg + "}, command: [x]}", "command: not used"},
 		{"{name: m, type: modbus, modbus: {" + reg + "}}", "modbus.endpoint: required"},
@@ -70,17 +88,7 @@ func TestModbusConfigBad(t *testing.T) {
 		{"{name: m, type: modbus, modbus: {endpoint: h, registers: [{metric: 'a b', address: 0}]}}", "modbus.registers[0].metric"},
 		{"{name: m, type: modbus, resolution: {v: 0.1}, modbus: {endpoint: h, " + reg + "}}", "resolution: set the resolution"},
 		{"{name: m, type: modbus, plausible: {w: {max: 1}}, modbus: {endpoint: h, " + reg + "}}", "plausible.w"},
-	} {
-		t.Run(tc.key, func(t *testing.T) {
-			c, err := decode(t, tc.yaml)
-			if err == nil {
-				err = c.Validate()
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.key) {
-				t.Fatalf("error %v, want one naming %q", err, tc.key)
-			}
-		})
-	}
+	})
 	// A typo inside the block is refused by the strict decoder.
 	if _, err := decode(t, "{name: m, type: modbus, modbus: {endpoint: h, reigsters: []}}"); err == nil {
 		t.Fatal("typo reigsters accepted")

@@ -240,6 +240,10 @@ func (r *Runner) attempt(ctx context.Context, s *sensorRun) error {
 	if err != nil && ctx.Err() != nil {
 		return err
 	}
+	if errors.Is(err, ErrNoChange) {
+		s.count(nil)
+		return nil
+	}
 	if err == nil {
 		err = s.cfg.checkSample(vals)
 	}
@@ -250,6 +254,10 @@ func (r *Runner) attempt(ctx context.Context, s *sensorRun) error {
 	ts := t0.UnixNano()
 	rs := make([]protocol.Reading, len(vals))
 	for i, v := range vals {
+		ts := ts
+		if v.Time != 0 {
+			ts = v.Time
+		}
 		rs[i] = protocol.Reading{
 			Sensor: s.cfg.Name, Metric: v.Metric, Unit: v.Unit, Labels: s.labels,
 			Type: v.Type, Resolution: v.Resolution, Time: ts,

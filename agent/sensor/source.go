@@ -21,6 +21,9 @@ type Value struct {
 	Int   int64
 	Bool  bool
 	Str   string
+	// Time is the value's event time in Unix ns when the source knows it
+	// (an OPC UA source timestamp); 0 means the time the read started.
+	Time int64
 }
 
 // Source reads one sample of one sensor.
@@ -81,6 +84,8 @@ func Open(c Config, env Env) (Source, error) {
 		src, err = newExecSource(c, env)
 	case TypeModbus:
 		src, err = openModbus(c, env)
+	case TypeOPCUA:
+		src, err = openOPCUA(c, env)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sensor %q: open %s: %w", c.Name, c.Type, err)
