@@ -50,8 +50,17 @@ func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
 	if e.Modbus == nil {
 		e.Modbus = sensor.NewModbusPool()
 	}
+	var opened []sensor.Source // closed at the end: sensors on one port share it
+	defer func() {
+		for _, src := range opened {
+			src.Close()
+		}
+	}()
 	for _, c := range cfg.Sensors {
 		fmt.Fprintf(w, "sensor      %-16s %-9s every %-6v ", c.Name, c.Type, c.Interval)
+		if where := sourceOf(c); where != "" {
+			fmt.Fprintf(w, "%s ", where)
+		}
 		src, err := sensor.Open(c, e)
 		if err != nil {
 			fmt.Fprintf(w, "PROBLEM: %v\n", err)
@@ -61,22 +70,52 @@ func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
 		ctx, cancel := context.WithTimeout(context.Background(), max(time.Duration(c.Timeout), time.Second))
 		vals, err := src.Read(ctx)
 		cancel()
-		src.Close()
+		opened = append(opened, src)
 		if err != nil {
-			fmt.Fprintf(w, "PROBLEM: read: %v\n", err)
+			fmt.Fprintf(w, "PROBLEM: read: %v (reason %s)\n", err, sensor.Reason(err))
 			problems++
 			continue
 		}
-		var parts []string
-		for _, v := range vals {
-			parts = append(parts, fmt.Sprintf("%s=%s%s", v.Metric, valueString(v), v.Unit))
+		if len(vals) <= 3 {
+			var parts []string
+			for _, v := range vals {
+				parts = append(parts, fmt.Sprintf("%s=%s%s", v.Metric, valueString(v), v.Unit))
+			}
+			fmt.Fprintf(w, "ok: %s\n", strings.Join(parts, " "))
+			continue
 		}
-		fmt.Fprintf(w, "ok: %s\n", strings.Join(parts, " "))
+		// A field device's register map or tag set: one value a line.
+		fmt.Fprintf(w, "ok: %d values\n", len(vals))
+		for _, v := range vals {
+			line := fmt.Sprintf("              %-20s %s", v.Metric, valueString(v))
+			if v.Unit != "" {
+				line += " " + v.Unit
+			}
+			if v.Time != 0 {
+				line += " at " + time.Unix(0, v.Time).UTC().Format(time.RFC3339Nano) + " (source time)"
+			}
+			fmt.Fprintln(w, line)
+		}
 	}
 	if problems > 0 {
 		fmt.Fprintf(w, "%d problem(s)\n", problems)
 	}
 	return problems
+}
+
+// sourceOf says where a field-bus sensor reads from.
+func sourceOf(c sensor.Config) string {
+	switch {
+	case c.Modbus != nil:
+		where := c.Modbus.Endpoint
+		if c.Modbus.Transport == sensor.ModbusRTU {
+			where = fmt.Sprintf("%s %d %s %d/%d", c.Modbus.Device, c.Modbus.Baud, c.Modbus.Parity, c.Modbus.DataBits, c.Modbus.StopBits)
+		}
+		return fmt.Sprintf("(modbus %s %s unit %d)", c.Modbus.Transport, where, *c.Modbus.Unit)
+	case c.OPCUA != nil:
+		return fmt.Sprintf("(opcua %s %s/%s, %s)", c.OPCUA.Endpoint, c.OPCUA.SecurityPolicy, c.OPCUA.SecurityMode, c.OPCUA.Mode)
+	}
+	return ""
 }
 
 func valueString(v sensor.Value) string {
