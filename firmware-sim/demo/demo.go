@@ -28,11 +28,14 @@ import (
 // Options configure the demo.
 type Options struct {
 	Devices int
-	Seed    uint64
-	WorkDir string // state of every part; kept between runs
-	HubBin  string // the freshet-hub binary
-	Out     io.Writer
-	Logger  *slog.Logger
+	// FieldGateways of the devices also read an energy meter (Modbus TCP),
+	// a soil probe (Modbus RTU) and a PLC (OPC UA).
+	FieldGateways int
+	Seed          uint64
+	WorkDir       string // state of every part; kept between runs
+	HubBin        string // the freshet-hub binary
+	Out           io.Writer
+	Logger        *slog.Logger
 }
 
 // Run runs the demo until ctx ends.
@@ -133,7 +136,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("freshet-hub not ready: %w", err)
 	}
 	f, err := fleet.New(fleet.Options{Devices: o.Devices, Seed: o.Seed, Broker: fmt.Sprintf("tcp://127.0.0.1:%d", brokerPort),
-		DataDir: filepath.Join(o.WorkDir, "fleet"), Flaky: true, Logger: o.Logger})
+		DataDir: filepath.Join(o.WorkDir, "fleet"), Flaky: true, Logger: o.Logger, FieldGateways: o.FieldGateways})
 	if err != nil {
 		return err
 	}
@@ -145,6 +148,17 @@ func Run(ctx context.Context, o Options) error {
 	q := "SELECT last(\"value\") FROM \"temperature\" WHERE time > now() - 5m GROUP BY device, sensor"
 	qa := "SELECT \"mean\", \"min\", \"max\", \"count\" FROM \"temperature_1m\" WHERE time > now() - 1h GROUP BY device"
 	qq := "SELECT \"state\", \"detail\" FROM \"freshet_quality\" WHERE time > now() - 1h GROUP BY device, kind, sensor, metric"
+	qe := "SELECT last(\"value\") FROM \"energy\",\"power\",\"voltage\" WHERE time > now() - 5m GROUP BY device, sensor"
+	field := ""
+	for _, d := range f.Devices {
+		if d.Field != nil {
+			field += fmt.Sprintf("  field        %s reads an Eastron SDM120 meter (Modbus TCP %s), a soil probe (Modbus RTU on %s) and a PLC (OPC UA %s)\n",
+				d.Name, d.Field.TCP.Addr, d.Field.RTU.Path, d.Field.PLC.URL)
+		}
+	}
+	if field != "" {
+		field += fmt.Sprintf("  meter        the raw-data query with '%s'\n", "q="+qe)
+	}
 	fmt.Fprintf(out, `
 freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded broker) -> InfluxDB
   fleet page   %s/   (JSON: %s/api/v1/devices)
@@ -153,10 +167,10 @@ freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded brok
   raw data     curl -G %s/query -u %q --data-urlencode "db=%s" --data-urlencode '%s'
   aggregates   the same with '%s' (1 m windows close about 75 s after their end)
   findings     the same with '%s' (data quality: stuck chips, offline gateways ...)
-  logs         %s
+%s  logs         %s
 Ctrl-C stops everything.
 
-`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, "q="+qq, logf.Name())
+`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, "q="+qq, field, logf.Name())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {

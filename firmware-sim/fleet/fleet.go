@@ -53,6 +53,10 @@ type Options struct {
 	Clock func(device string) func() time.Time
 	// Tune, if set, adjusts each device's agent config (disk bound, timeouts).
 	Tune func(*agent.Config)
+	// FieldGateways makes the first this many devices field gateways: each
+	// also reads an SDM120 energy meter over Modbus TCP, a soil probe over
+	// Modbus RTU and a PLC over OPC UA, emulated on loopback (see Field).
+	FieldGateways int
 }
 
 // Device is one simulated gateway.
@@ -69,6 +73,8 @@ type Device struct {
 	hot   time.Time // BME280 temperature overridden until
 	hotC  float64
 	mute  time.Time // MCP9808 not answering until
+	// Field is the device's field devices; nil unless it is a field gateway.
+	Field *Field
 }
 
 // Fleet is a set of running devices.
@@ -106,7 +112,7 @@ func New(o Options) (*Fleet, error) {
 	}
 	f := &Fleet{o: o, rnd: rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)), start: time.Now()}
 	for i := range o.Devices {
-		d, err := f.newDevice(fmt.Sprintf("%s%04d", o.Prefix, i+1))
+		d, err := f.newDevice(fmt.Sprintf("%s%04d", o.Prefix, i+1), i < o.FieldGateways)
 		if err != nil {
 			f.close()
 			return nil, err
@@ -116,7 +122,7 @@ func New(o Options) (*Fleet, error) {
 	return f, nil
 }
 
-func (f *Fleet) newDevice(name string) (*Device, error) {
+func (f *Fleet) newDevice(name string, field bool) (*Device, error) {
 	dir := filepath.Join(f.o.DataDir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -150,6 +156,14 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 			{Name: "cpu", Type: sensor.TypeCPUTemp, Interval: dur(10 * time.Second)},
 		},
 	}
+	if field {
+		fd, sensors, err := startField(r, f.o.Interval)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		d.Field = fd
+		cfg.Sensors = append(cfg.Sensors, sensors...)
+	}
 	if f.o.GroundTruth {
 		cfg.CommitLog = filepath.Join(dir, "commits.log")
 	}
@@ -157,6 +171,7 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 		f.o.Tune(cfg)
 	}
 	if err := cfg.Validate(); err != nil {
+		d.closeField()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	var now func() time.Time
@@ -169,9 +184,16 @@ func (f *Fleet) newDevice(name string) (*Device, error) {
 			return d.Link.DialContext(ctx, network, addr)
 		}})
 	if err != nil {
+		d.closeField()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return d, nil
+}
+
+func (d *Device) closeField() {
+	if d.Field != nil {
+		d.Field.Close()
+	}
 }
 
 // nopClose shares one virtual bus between a device's sensors.
@@ -236,10 +258,16 @@ func (f *Fleet) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			for _, d := range f.Devices {
+				d.closeField()
+			}
 			return nil
 		case now := <-t.C:
 			f.mu.Lock()
 			for _, d := range f.Devices {
+				if d.Field != nil {
+					d.Field.update(now, f.rnd)
+				}
 				if now.After(d.stuck) {
 					d.update(now, f.rnd)
 					if !d.stuck.IsZero() {
@@ -293,6 +321,7 @@ func (f *Fleet) close() {
 		if d.Agent != nil {
 			d.Agent.Close()
 		}
+		d.closeField()
 	}
 }
 

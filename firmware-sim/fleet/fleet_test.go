@@ -3,16 +3,69 @@ package fleet_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/freshet-iot/freshet/agent"
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
+	"github.com/freshet-iot/freshet/firmware-sim/opcua"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	log.SetOutput(io.Discard) // the emulated PLC's OPC UA server logs to the standard logger
+	var opts []goleak.Option
+	for _, f := range opcua.IgnoreLeaks {
+		opts = append(opts, goleak.IgnoreTopFunction(f))
+	}
+	goleak.VerifyTestMain(m, opts...)
+}
+
+// TestFieldGateway: a field gateway delivers its meter's, soil probe's and
+// PLC's readings, read over Modbus TCP, Modbus RTU and OPC UA.
+func TestFieldGateway(t *testing.T) {
+	b := testsvc.StartMochi(t)
+	h := testsvc.StartHubStub(t, b.URL())
+	f, err := fleet.New(fleet.Options{Devices: 1, Broker: b.URL(), DataDir: t.TempDir(), FieldGateways: 1,
+		Tune: func(c *agent.Config) { c.Outbox.MaxBatchAge = cfgfile.Duration(300 * time.Millisecond) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testsvc.WaitFor(t, 30*time.Second, "the field devices' readings", func() error {
+		got := map[string]float64{}
+		for _, b := range h.Applied() {
+			for _, s := range b.Series {
+				if len(s.Floats) > 0 {
+					got[s.Sensor+"/"+s.Metric] = s.Floats[len(s.Floats)-1]
+				}
+				if len(s.Ints) > 0 {
+					got[s.Sensor+"/"+s.Metric] = float64(s.Ints[len(s.Ints)-1])
+				}
+			}
+		}
+		for _, k := range []string{"meter/voltage", "meter/power", "meter/energy", "soil/moisture", "soil/temperature", "line1/temperature", "line1/bottles"} {
+			if _, ok := got[k]; !ok {
+				return fmt.Errorf("no %s yet (have %v)", k, got)
+			}
+		}
+		if v := got["meter/voltage"]; v < 220 || v > 240 {
+			return fmt.Errorf("meter voltage %v", v)
+		}
+		return nil
+	})
+	if st := f.Devices[0].Agent.Status("online"); len(st.Sensors) != 6 {
+		t.Fatalf("%d sensors", len(st.Sensors))
+	}
+}
 
 // TestFleetDelivers: simulated gateways read their emulated chips through
 // the real drivers and deliver to an acking subscriber; a device whose link

@@ -6,6 +6,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,6 +24,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	devices := flag.Int("devices", 20, "simulated gateways")
+	field := flag.Int("field", 1, "of them, field gateways that also read a Modbus meter and soil probe and an OPC UA PLC")
 	seed := flag.Uint64("seed", 1, "seed of the signals and faults")
 	broker := flag.String("broker", "tcp://127.0.0.1:1883", "MQTT broker (without -demo)")
 	data := flag.String("data", ".run/fleet", "the devices' outboxes (without -demo)")
@@ -36,9 +39,10 @@ func main() {
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	stdlog.SetOutput(io.Discard) // the emulated PLC's OPC UA server writes to the standard logger
 	if *demoMode {
 		exe, _ := os.Executable()
-		err := demo.Run(ctx, demo.Options{Devices: *devices, Seed: *seed, WorkDir: *work,
+		err := demo.Run(ctx, demo.Options{Devices: *devices, FieldGateways: *field, Seed: *seed, WorkDir: *work,
 			HubBin: filepath.Join(filepath.Dir(exe), "freshet-hub"), Out: os.Stdout, Logger: log})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "freshet-sim:", err)
@@ -46,7 +50,7 @@ func main() {
 		}
 		return
 	}
-	f, err := fleet.New(fleet.Options{Devices: *devices, Seed: *seed, Broker: *broker, DataDir: *data, Flaky: *flaky, Interval: *interval, Logger: log})
+	f, err := fleet.New(fleet.Options{Devices: *devices, FieldGateways: *field, Seed: *seed, Broker: *broker, DataDir: *data, Flaky: *flaky, Interval: *interval, Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "freshet-sim:", err)
 		os.Exit(1)
