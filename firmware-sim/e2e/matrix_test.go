@@ -23,7 +23,9 @@ import (
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
-var metrics = []string{"temperature", "humidity", "pressure"}
+// metrics are every metric the fleet's devices commit: the chips', and the
+// field gateways' meter, soil probe and PLC (fleet.FieldMetrics).
+var metrics = append([]string{"temperature", "humidity", "pressure"}, fleet.FieldMetrics...)
 
 // world is one scenario's setup.
 type world struct {

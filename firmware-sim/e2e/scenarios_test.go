@@ -8,6 +8,7 @@ import (
 
 	"github.com/freshet-iot/freshet/agent"
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
+	"github.com/freshet-iot/freshet/firmware-sim/modbus"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 )
 
@@ -42,17 +43,38 @@ func (c *fastClock) Now() time.Time {
 var jumpClock, skewClock, slowClock, rtcClock, lateClock *fastClock
 
 var scenarios = []scenario{
-	{name: "baseline", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) { run(4 * time.Second) }},
-	{name: "link-cut", brokers: []string{"mochi"}, run: func(w *world) {
+	// One device of each is a field gateway: an energy meter (Modbus TCP),
+	// a soil probe (Modbus RTU) and a PLC (OPC UA).
+	{name: "baseline", brokers: []string{"mochi", "mosquitto"}, fleet: fleet.Options{FieldGateways: 1},
+		run: func(w *world) { run(4 * time.Second) }},
+	{name: "link-cut", brokers: []string{"mochi"}, fleet: fleet.Options{FieldGateways: 1}, run: func(w *world) {
 		run(2 * time.Second)
 		for _, d := range w.fleet.Devices {
 			d.Link.SetDown(true)
 		}
-		run(10 * time.Second) // devices keep reading and committing while cut off
+		// While cut off, the field devices misbehave too: the meter
+		// answers with exceptions, the soil probe falls silent, the PLC
+		// restarts. Their failed reads are counted; nothing committed is lost.
+		field := w.fleet.Devices[0].Field
+		field.Meter.SetFault(modbus.Fault{Exception: modbus.SlaveDeviceBusy})
+		field.Probe.SetFault(modbus.Fault{Silent: true})
+		field.PLC.Stop()
+		run(3 * time.Second)
+		field.Meter.SetFault(modbus.Fault{})
+		field.Probe.SetFault(modbus.Fault{})
+		if err := field.PLC.Start(); err != nil {
+			w.t.Fatal(err)
+		}
+		run(7 * time.Second) // devices keep reading and committing while cut off
 		for _, d := range w.fleet.Devices {
 			d.Link.SetDown(false)
 		}
 		run(2 * time.Second)
+		for _, s := range w.fleet.Devices[0].Agent.Status("online").Sensors {
+			if (s.Name == "meter" || s.Name == "soil" || s.Name == "line1") && s.Errors == 0 {
+				w.t.Errorf("sensor %s counted no error through its device's fault", s.Name)
+			}
+		}
 	}},
 	{name: "broker-restart", brokers: []string{"mochi", "mosquitto"}, run: func(w *world) {
 		run(2 * time.Second)
