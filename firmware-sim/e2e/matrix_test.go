@@ -361,6 +361,7 @@ func buildHub(t *testing.T) string {
 // TestFaultMatrix runs every scenario against a fresh database, hub state
 // and fleet; influxd is shared.
 func TestFaultMatrix(t *testing.T) {
+	t.Parallel() // beside TestArmAgentsUnderQemu, which mostly waits for its cross builds
 	hubBin := buildHub(t)
 	ix := testsvc.StartInflux(t)
 	for _, sc := range scenarios {

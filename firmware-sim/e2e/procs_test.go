@@ -17,10 +17,12 @@ import (
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
-// agentProc is a freshet-agent process reading sysfs thermal zones.
+// agentProc is a freshet-agent process reading sysfs thermal zones (and,
+// for the arm agents under qemu, an emulated meter).
 type agentProc struct {
 	t         *testing.T
 	bin, cfg  string
+	prefix    []string // an emulator to run bin under: qemu-arm-static -cpu arm1176
 	commitLog string
 	root      string
 	health    string
@@ -37,8 +39,20 @@ func buildAgent(t *testing.T) string {
 }
 
 func newAgentProc(t *testing.T, bin, name, brokerURL string) *agentProc {
+	return startAgentProc(t, agentProcOptions{bin: bin, name: name, broker: brokerURL, zones: 4})
+}
+
+type agentProcOptions struct {
+	bin, name, broker string
+	prefix            []string // run bin under this emulator
+	zones             int      // cpu_temp sensors
+	sensors           string   // more sensors, as YAML list items
+}
+
+func startAgentProc(t *testing.T, o agentProcOptions) *agentProc {
+	bin, name, brokerURL := o.bin, o.name, o.broker
 	dir := t.TempDir()
-	p := &agentProc{t: t, bin: bin, root: filepath.Join(dir, "sys-root"), commitLog: filepath.Join(dir, "commits.log")}
+	p := &agentProc{t: t, bin: bin, prefix: o.prefix, root: filepath.Join(dir, "sys-root"), commitLog: filepath.Join(dir, "commits.log")}
 	port, _ := testsvc.FreePort()
 	p.health = fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
 	cfg := fmt.Sprintf(`device: %s
@@ -50,12 +64,13 @@ outbox: {commit_interval: 200ms, max_batch_age: 500ms}
 http: {listen: "127.0.0.1:%d"}
 sensors:
 `, name, dir, p.root, p.commitLog, brokerURL, port)
-	for z := range 4 {
+	for z := range o.zones {
 		if _, err := sysfs.NewThermalZone(p.root, z, "zone", 40+float64(z)); err != nil {
 			t.Fatal(err)
 		}
 		cfg += fmt.Sprintf("  - {name: zone%d, type: cpu_temp, zone: %d, interval: 100ms}\n", z, z)
 	}
+	cfg += o.sensors
 	p.cfg = filepath.Join(dir, "agent.yaml")
 	os.WriteFile(p.cfg, []byte(cfg), 0o644)
 	p.start()
@@ -64,7 +79,8 @@ sensors:
 }
 
 func (p *agentProc) start() {
-	p.cmd = exec.Command(p.bin, "-config", p.cfg)
+	argv := append(append([]string{}, p.prefix...), p.bin, "-config", p.cfg)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.out = &strings.Builder{}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
