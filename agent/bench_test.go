@@ -68,7 +68,8 @@ func BenchmarkAgentRSS(b *testing.B) {
 // buildReleaseAgent builds the agent binary as released (static, stripped).
 func buildReleaseAgent(b *testing.B) string {
 	bin := filepath.Join(b.TempDir(), "freshet-agent")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/freshet-agent")
+	// FRESHET_RSS_TAGS=opcua builds the agent with OPC UA.
+	build := exec.Command("go", "build", "-trimpath", "-tags", os.Getenv("FRESHET_RSS_TAGS"), "-ldflags", "-s -w", "-o", bin, "./cmd/freshet-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)

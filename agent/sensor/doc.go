@@ -58,6 +58,21 @@
 //	on_battery=false
 //	state=online, charging
 //
+// # Field buses
+//
+// A modbus sensor (modbus.go, modbus_config.go) reads one slave's register
+// map through github.com/simonvetter/modbus: Modbus TCP, RTU on a serial
+// port, or RTU over TCP. ModbusPool shares one connection per serial port
+// or TCP endpoint among the sensors on it, one request at a time. Exception
+// responses are *ModbusException, counted as modbus_<name>; garbled frames
+// ErrBadFrame.
+//
+// An opcua sensor (opcua.go, opcua_config.go) reads nodes of an OPC UA
+// server through github.com/gopcua/opcua, polled or subscribed, with
+// source timestamps as event time (Value.Time) when plausible. A read with
+// nothing new returns ErrNoChange, which the runner counts as a read and
+// passes nothing on.
+//
 // # Plausibility
 //
 // Every float or int value is checked against the plausible range of its

@@ -29,6 +29,9 @@ var (
 	// has nothing new since its last read. The runner counts the read and
 	// passes nothing on.
 	ErrNoChange = errors.New("no new value")
+	// ErrNoOPCUA is the Open error of an opcua sensor in a build without
+	// OPC UA (see OPCUASupported).
+	ErrNoOPCUA = errors.New("this freshet-agent is built without OPC UA: run freshet-agent-opcua (make cross builds it; or go build -tags opcua)")
 )
 
 // Reasons an error is counted under, the values of the reason label of

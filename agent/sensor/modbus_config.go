@@ -71,7 +71,7 @@ type ModbusConfig struct {
 	// over TCP.
 	Unit *int `yaml:"unit"`
 	// RequestTimeout bounds one request and its response. Default 1s, at
-	// most the sensor's timeout.
+	// most the sensor's timeout. Sensors sharing a port or endpoint share it.
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// MaxGap lets one request span up to this many unlisted registers (or
 	// bits) between two listed ones, where the slave allows reading them.

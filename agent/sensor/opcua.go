@@ -1,3 +1,5 @@
+//go:build opcua
+
 package sensor
 
 import (
@@ -23,6 +25,9 @@ const (
 	opcuaMaxBackoff = 30 * time.Second
 )
 
+// OPCUASupported reports whether this build reads OPC UA (built with -tags opcua).
+const OPCUASupported = true
+
 // opcuaSource reads nodes of one OPC UA server. It connects on its first
 // read, and again after any failure of the connection or the session (a
 // server restart): a new secure channel, session and, in subscribe mode,
@@ -30,6 +35,7 @@ const (
 // connect is retried after a backoff of 0.5s doubling to 30s.
 type opcuaSource struct {
 	cfg      *OPCUAConfig
+	ids      []*ua.NodeID // of cfg.Nodes
 	password string
 	cert     *tls.Certificate // client certificate, if any
 	now      func() time.Time
@@ -55,6 +61,13 @@ type opcuaSource struct {
 func openOPCUA(c Config, env Env) (*opcuaSource, error) {
 	o := c.OPCUA
 	s := &opcuaSource{cfg: o, now: time.Now, lastSrc: make([]time.Time, len(o.Nodes)), pending: make([]*ua.DataValue, len(o.Nodes))}
+	for i, n := range o.Nodes {
+		id, err := ua.ParseNodeID(n.Node)
+		if err != nil {
+			return nil, &ConfigError{Sensor: c.Name, Key: fmt.Sprintf("opcua.nodes[%d].node", i), Err: err}
+		}
+		s.ids = append(s.ids, id)
+	}
 	if o.Auth == "username" {
 		p, err := o.password()
 		if err != nil {
@@ -165,8 +178,8 @@ func (s *opcuaSource) dial(ctx context.Context) error {
 	}
 	s.sub = sub
 	items := make([]*ua.MonitoredItemCreateRequest, len(o.Nodes))
-	for i, n := range o.Nodes {
-		items[i] = opcua.NewMonitoredItemCreateRequestWithDefaults(n.id, ua.AttributeIDValue, uint32(i))
+	for i, id := range s.ids {
+		items[i] = opcua.NewMonitoredItemCreateRequestWithDefaults(id, ua.AttributeIDValue, uint32(i))
 		items[i].RequestedParameters.SamplingInterval = float64(time.Duration(o.SamplingInterval) / time.Millisecond)
 		items[i].RequestedParameters.QueueSize = 1
 	}
@@ -301,8 +314,8 @@ func (s *opcuaSource) values(ctx context.Context) ([]*ua.DataValue, error) {
 		return out, nil
 	}
 	req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
-	for _, n := range o.Nodes {
-		req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: n.id, AttributeID: ua.AttributeIDValue})
+	for _, id := range s.ids {
+		req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: id, AttributeID: ua.AttributeIDValue})
 	}
 	resp, err := s.client.Read(ctx, req)
 	if err != nil {

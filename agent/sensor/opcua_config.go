@@ -1,12 +1,14 @@
 package sensor
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/gopcua/opcua/ua"
 
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
@@ -89,8 +91,6 @@ type OPCUANode struct {
 	Unit   string `yaml:"unit"`
 	// Resolution of a float value: 0 (as is, the default) or a power of ten.
 	Resolution float64 `yaml:"resolution"`
-
-	id *ua.NodeID
 }
 
 var opcuaPolicies = []string{"None", "Basic128Rsa15", "Basic256", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"}
@@ -209,11 +209,9 @@ func (o *OPCUAConfig) validate(c *Config) error {
 	for i := range o.Nodes {
 		n := &o.Nodes[i]
 		key := fmt.Sprintf("nodes[%d].", i)
-		id, err := ua.ParseNodeID(n.Node)
-		if err != nil || n.Node == "" {
-			return bad(key+"node", "%q is not a node id (want e.g. ns=2;s=Line1.Temperature or ns=3;i=1001)", n.Node)
+		if err := checkNodeID(n.Node); err != nil {
+			return bad(key+"node", "%q: %v (want e.g. ns=2;s=Line1.Temperature or ns=3;i=1001)", n.Node, err)
 		}
-		n.id = id
 		if err := checkName(n.Metric); err != nil {
 			return bad(key+"metric", "%v", err)
 		}
@@ -229,6 +227,55 @@ func (o *OPCUAConfig) validate(c *Config) error {
 			return bad(key+"metric", "%q is also nodes[%d]", n.Metric, j)
 		}
 		seen[n.Metric] = i
+	}
+	return nil
+}
+
+// checkNodeID checks the string form of a node id (OPC UA Part 6, 5.3.1.10):
+// an optional ns=<namespace>; then i=<number>, s=<string>, g=<guid> or
+// b=<base64>. It is the form the client parses, checked here without it so
+// that a build without OPC UA still validates the config.
+func checkNodeID(s string) error {
+	rest := s
+	if v, ok := strings.CutPrefix(rest, "ns="); ok {
+		ns, r, ok := strings.Cut(v, ";")
+		if _, err := strconv.ParseUint(ns, 10, 16); !ok || err != nil {
+			return errors.New("namespace: want ns=<0..65535>;")
+		}
+		rest = r
+	}
+	kind, v, ok := strings.Cut(rest, "=")
+	if !ok || v == "" {
+		return errors.New("want i=, s=, g= or b= and an identifier")
+	}
+	switch kind {
+	case "i":
+		if _, err := strconv.ParseUint(v, 10, 32); err != nil {
+			return errors.New("i= takes a number 0..4294967295")
+		}
+	case "s":
+		if err := checkText(v); err != nil {
+			return err
+		}
+	case "g":
+		ok := len(v) == 36
+		for i := 0; ok && i < len(v); i++ {
+			c := v[i] | 0x20
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				ok = v[i] == '-'
+			} else {
+				ok = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+			}
+		}
+		if !ok {
+			return errors.New("g= takes a GUID like 72962b91-fa75-4ae6-8d28-b404dc7daf63")
+		}
+	case "b":
+		if _, err := base64.StdEncoding.DecodeString(v); err != nil {
+			return errors.New("b= takes base64")
+		}
+	default:
+		return fmt.Errorf("identifier type %q", kind)
 	}
 	return nil
 }

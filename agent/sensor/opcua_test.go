@@ -1,3 +1,5 @@
+//go:build opcua
+
 package sensor
 
 import (
@@ -47,30 +49,10 @@ func startPLC(t *testing.T) *plc.PLC {
 	return p
 }
 
-func TestOPCUAConfigBad(t *testing.T) {
+// TestOPCUAOpenFiles: the password and certificate files are read when the
+// sensor opens, and a missing one is an error naming its key.
+func TestOPCUAOpenFiles(t *testing.T) {
 	const nodes = "nodes: [{node: 'ns=2;s=T', metric: t}]"
-	expectConfigErrors(t, []badConfig{
-		{"{name: p, type: opcua}", "opcua: required"},
-		{"{name: p, type: opcua, opcua: {" + nodes + "}}", "opcua.endpoint: required"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'http://h:4840', " + nodes + "}}", "opcua.endpoint"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', security_policy: Basic999, " + nodes + "}}", "opcua.security_policy"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', security_mode: Sign, " + nodes + "}}", "opcua.security_mode"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', security_policy: Basic256Sha256, " + nodes + "}}", "opcua.certificate_file: required"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', certificate_file: c.pem, " + nodes + "}}", "opcua.certificate_file: certificate_file and private_key_file"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', auth: username, " + nodes + "}}", "opcua.username: required"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', auth: username, username: u, " + nodes + "}}", "opcua.password_file: required"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', auth: certificate, " + nodes + "}}", "opcua.certificate_file: required"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', auth: kerberos, " + nodes + "}}", "opcua.auth"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', mode: push, " + nodes + "}}", "opcua.mode"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', sampling_interval: 1s, " + nodes + "}}", "opcua.sampling_interval: only"},
-		{"{name: p, type: opcua, interval: 1s, opcua: {endpoint: 'opc.tcp://h:4840', mode: subscribe, sampling_interval: 2s, " + nodes + "}}", "opcua.sampling_interval"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', timestamp: server, " + nodes + "}}", "opcua.timestamp"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840'}}", "opcua.nodes: none"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', nodes: [{node: 'ns=x', metric: t}]}}", "opcua.nodes[0].node"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', nodes: [{node: 'i=1', metric: t}, {node: 'i=2', metric: t}]}}", "opcua.nodes[1].metric"},
-		{"{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', nodes: [{node: 'i=1', metric: t, resolution: 0.5}]}}", "opcua.nodes[0].resolution"},
-		{"{name: p, type: opcua, resolution: {t: 0.1}, opcua: {endpoint: 'opc.tcp://h:4840', " + nodes + "}}", "resolution: set the resolution of an opcua node"},
-	})
 	// Files are checked when the sensor opens, naming the key.
 	c, _ := decode(t, "{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', auth: username, username: u, password_file: /nonexistent, "+nodes+"}}")
 	if _, err := Open(c, Env{}); err == nil || !strings.Contains(err.Error(), "opcua.password_file") {
@@ -79,6 +61,24 @@ func TestOPCUAConfigBad(t *testing.T) {
 	c, _ = decode(t, "{name: p, type: opcua, opcua: {endpoint: 'opc.tcp://h:4840', security_policy: Basic256Sha256, certificate_file: /nonexistent, private_key_file: /nonexistent, "+nodes+"}}")
 	if _, err := Open(c, Env{}); err == nil || !strings.Contains(err.Error(), "opcua.certificate_file") {
 		t.Fatalf("missing certificate: %v", err)
+	}
+}
+
+// TestCheckNodeID: what the config's node id check accepts, the client
+// parses; the forms of OPC UA Part 6 pass both.
+func TestCheckNodeID(t *testing.T) {
+	for _, id := range []string{"i=2258", "ns=2;s=Line1.Temperature", "ns=3;i=1001", "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63", "ns=1;b=M/RbKBsRVkePCePcx24oRA=="} {
+		if _, err := ua.ParseNodeID(id); err != nil {
+			t.Errorf("%q: the client refuses it: %v", id, err)
+		}
+		if err := checkNodeID(id); err != nil {
+			t.Errorf("%q: the config check refuses it: %v", id, err)
+		}
+	}
+	for _, id := range []string{"ns=x;i=1", "ns=2;q=1", "i=", "ns=2", "s=", "i=-1", "ns=70000;i=1", "g=123", "b=!!"} {
+		if _, err := ua.ParseNodeID(id); err != nil && checkNodeID(id) == nil {
+			t.Errorf("%q: the config check accepts what the client refuses (%v)", id, err)
+		}
 	}
 }
 

@@ -19,7 +19,8 @@ var FieldMetrics = []string{"voltage", "power", "energy", "moisture", "bottles"}
 
 // Field is a gateway's field devices: an Eastron SDM120 energy meter over
 // Modbus TCP, a soil probe over Modbus RTU (a pseudo-terminal), and a
-// filling line's PLC over OPC UA.
+// filling line's PLC over OPC UA. The PLC runs always; the agent reads it
+// when it is built with OPC UA (-tags opcua, sensor.OPCUASupported).
 type Field struct {
 	Meter *modbus.Meter
 	Probe *modbus.SoilProbe
@@ -65,11 +66,13 @@ func startField(r *rand.Rand, interval time.Duration) (*Field, []sensor.Config, 
 				{Metric: "moisture", Unit: "%", Address: ip(int(modbus.SoilMoisture)), Type: "int16", Scale: &tenth},
 				{Metric: "temperature", Unit: "C", Address: ip(int(modbus.SoilTemperature)), Type: "int16", Scale: &tenth},
 			}}},
-		{Name: "line1", Type: sensor.TypeOPCUA, Interval: iv, OPCUA: &sensor.OPCUAConfig{
+	}
+	if sensor.OPCUASupported {
+		sensors = append(sensors, sensor.Config{Name: "line1", Type: sensor.TypeOPCUA, Interval: iv, OPCUA: &sensor.OPCUAConfig{
 			Endpoint: f.PLC.URL, RequestTimeout: dur(400 * time.Millisecond), Nodes: []sensor.OPCUANode{
 				{Node: opcua.NodeID(opcua.Temperature), Metric: "temperature", Unit: "C", Resolution: 0.01},
 				{Node: opcua.NodeID(opcua.Count), Metric: "bottles"},
-			}}},
+			}}})
 	}
 	return f, sensors, nil
 }
