@@ -75,10 +75,14 @@ func TestAgentUnit(t *testing.T) {
 		t.Errorf("TimeoutStopSec %s: the agent needs 5 s to stop cleanly", get("TimeoutStopSec"))
 	}
 	for k, want := range map[string]string{"User": "freshet", "Restart": "always", "ProtectSystem": "strict",
-		"NoNewPrivileges": "yes", "PrivateTmp": "yes", "DevicePolicy": "closed", "DeviceAllow": "char-i2c rw", "CapabilityBoundingSet": ""} {
+		"NoNewPrivileges": "yes", "PrivateTmp": "yes", "DevicePolicy": "closed", "CapabilityBoundingSet": ""} {
 		if got := get(k); got != want {
 			t.Errorf("%s=%s, want %s", k, got, want)
 		}
+	}
+	// Devices: I2C buses and the serial ports Modbus RTU adapters appear as.
+	if got, want := strings.Join(svc["DeviceAllow"], ", "), "char-i2c rw, char-ttyUSB rw, char-ttyACM rw, char-ttyAMA rw, char-ttyS rw"; got != want {
+		t.Errorf("DeviceAllow %s, want %s", got, want)
 	}
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {

@@ -15,6 +15,7 @@ if ! id freshet >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /var/lib/freshet-agent --shell /usr/sbin/nologin freshet
 fi
 getent group i2c >/dev/null && usermod -aG i2c freshet
+getent group dialout >/dev/null && usermod -aG dialout freshet # serial ports: Modbus RTU
 install -d -m 0750 -o root -g freshet /etc/freshet
 if [ ! -f /etc/freshet/agent.yaml ]; then
   src=${config:-$here/../agent.example.yaml}
