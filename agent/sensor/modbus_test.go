@@ -368,6 +368,47 @@ func TestModbusTCPGateway(t *testing.T) {
 	}
 }
 
+// TestModbusTCPHang: a gateway that stops answering fails the read at the
+// request timeout; a second sensor waiting for the same connection gives up
+// at its own read's deadline instead of queueing behind it; when the
+// gateway answers again, a fresh connection reads.
+func TestModbusTCPHang(t *testing.T) {
+	meter, probe := mb.NewMeter(), mb.NewSoilProbe()
+	srv := serveTCP(t, map[byte]*mb.Slave{1: meter.Slave, 2: probe.Slave})
+	pool := NewModbusPool()
+	m := openSrc(t, modbusConfig(t, "meter", "endpoint: "+srv.Addr+", unit: 1, request_timeout: 1s", sdm120), Env{Modbus: pool})
+	p := openSrc(t, modbusConfig(t, "soil", "endpoint: "+srv.Addr+", unit: 2, request_timeout: 1s", soilProbe), Env{Modbus: pool})
+	if _, err := readSrc(t, m); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetHang(true)
+	meterErr := make(chan error, 1)
+	go func() { _, err := readSrc(t, m); meterErr <- err }()
+	// The meter's request holds the connection for up to 1 s; the probe's
+	// read, with 50 ms to go, waits for it no longer than that.
+	pool.mu.Lock()
+	bus := pool.buses["tcp://"+srv.Addr]
+	pool.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); len(bus.turn) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the meter's request never took the connection")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := p.Read(ctx)
+	cancel()
+	if Reason(err) != ReasonTimeout || !strings.Contains(err.Error(), "busy with another sensor's request") {
+		t.Fatalf("waiting behind a hung request: %v", err)
+	}
+	if err := <-meterErr; Reason(err) != ReasonTimeout {
+		t.Fatalf("hung gateway: %v (reason %s)", err, Reason(err))
+	}
+	srv.SetHang(false)
+	if _, err := readSrc(t, p); err != nil {
+		t.Fatalf("after the gateway answers again: %v", err)
+	}
+}
+
 // TestModbusRTUSharedLine: a meter and a soil probe on one RS-485 line (a
 // pseudo-terminal, the emulator framing RTU itself), read by two sensors
 // concurrently: requests never overlap, so every read succeeds. Then the

@@ -17,8 +17,9 @@ type TCPServer struct {
 	Addr  string
 	units map[byte]*Slave
 
-	mu  sync.Mutex
-	srv *lib.ModbusServer
+	mu   sync.Mutex
+	srv  *lib.ModbusServer
+	hang chan struct{} // while not nil, requests wait for it to close
 }
 
 // ListenTCP starts a Modbus TCP server for units on addr (127.0.0.1:0
@@ -44,7 +45,7 @@ func (s *TCPServer) Start() error {
 		return nil
 	}
 	srv, err := lib.NewServer(&lib.ServerConfiguration{URL: "tcp://" + s.Addr, MaxClients: 16,
-		Logger: log.New(io.Discard, "", 0)}, handler{s.units})
+		Logger: log.New(io.Discard, "", 0)}, handler{s})
 	if err != nil {
 		return err
 	}
@@ -65,11 +66,36 @@ func (s *TCPServer) Stop() error {
 	}
 	err := s.srv.Stop()
 	s.srv = nil
+	if s.hang != nil {
+		close(s.hang)
+		s.hang = nil
+	}
 	return err
 }
 
+// SetHang makes the server (the gateway itself, every unit) stop answering
+// while on: requests are read and left waiting, as a hung device leaves
+// them. Turning it off, or Stop, lets the waiting requests finish.
+func (s *TCPServer) SetHang(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case on && s.hang == nil:
+		s.hang = make(chan struct{})
+	case !on && s.hang != nil:
+		close(s.hang)
+		s.hang = nil
+	}
+}
+
+func (s *TCPServer) hung() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hang
+}
+
 // handler adapts the slaves to the library's RequestHandler.
-type handler struct{ units map[byte]*Slave }
+type handler struct{ s *TCPServer }
 
 // libErrors maps exception codes to the library's errors, which its server
 // sends as those codes.
@@ -86,7 +112,11 @@ var libErrors = map[byte]error{
 }
 
 func (h handler) read(unit, fn byte, addr, count uint16) ([]uint16, []bool, error) {
-	sl, ok := h.units[unit]
+	if ch := h.s.hung(); ch != nil {
+		<-ch
+		return nil, nil, lib.ErrServerDeviceBusy
+	}
+	sl, ok := h.s.units[unit]
 	if !ok {
 		return nil, nil, lib.ErrGWPathUnavailable
 	}
