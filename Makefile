@@ -41,7 +41,7 @@ build: ## build the commands into bin/ for this machine
 test: tools ## everything: unit, integration with real Mosquitto/influxd, bounded fuzzing
 	$(GO) vet ./...
 	$(GO) test $(RACE) -count=1 -timeout 20m ./...
-	$(GO) test $(RACE) -count=1 -tags opcua ./agent ./agent/sensor ./firmware-sim/fleet
+	$(GO) test $(RACE) -count=1 -tags opcua -run 'OPCUA|NodeID|CheckFieldDevices|FieldGateway' ./agent ./agent/sensor ./firmware-sim/fleet
 	$(MAKE) --no-print-directory fuzz-short
 
 test-short: ## unit tests only, no services
