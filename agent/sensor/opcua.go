@@ -16,6 +16,7 @@ import (
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -404,4 +405,9 @@ func (s *opcuaSource) Close() error {
 		}()
 	})
 	return nil
+}
+
+// password reads the password of auth username.
+func (o *OPCUAConfig) password() (string, error) {
+	return cfgfile.Secret("opcua.password", o.PasswordFile, "")
 }

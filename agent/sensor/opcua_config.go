@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -278,9 +277,4 @@ func checkNodeID(s string) error {
 		return fmt.Errorf("identifier type %q", kind)
 	}
 	return nil
-}
-
-// password reads the password of auth username.
-func (o *OPCUAConfig) password() (string, error) {
-	return cfgfile.Secret("opcua.password", o.PasswordFile, "")
 }
