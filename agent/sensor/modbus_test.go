@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -526,5 +528,58 @@ func TestModbusRunnerCounts(t *testing.T) {
 	}
 	if _, ok := errs["soil/bad_frame"]; !ok {
 		t.Fatal("bad_frame is not counted from zero")
+	}
+}
+
+// TestModbusGarbage: a device answering Modbus TCP requests with garbage
+// (a torn header, a length past the frame limit, a zero length, another
+// protocol id, a short register payload, an exception without its code,
+// another function) fails the read with a named reason and never panics;
+// the next request starts on a fresh connection.
+func TestModbusGarbage(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbap := func(txn []byte, pdu ...byte) []byte {
+		return append([]byte{txn[0], txn[1], 0, 0, 0, byte(len(pdu) + 1), 1}, pdu...)
+	}
+	answers := []func(txn []byte) []byte{
+		func(txn []byte) []byte { return []byte{txn[0], txn[1], 0} }, // torn header, then the connection closes
+		func(txn []byte) []byte { return []byte{txn[0], txn[1], 0, 0, 0xff, 0xff, 1} },
+		func(txn []byte) []byte { return []byte{txn[0], txn[1], 0, 0, 0, 0, 1} },
+		func(txn []byte) []byte { return []byte{txn[0], txn[1], 0, 7, 0, 5, 1, 3, 2, 0, 1} },
+		func(txn []byte) []byte { return mbap(txn, 3, 2, 0) },    // 2 bytes promised, 1 sent
+		func(txn []byte) []byte { return mbap(txn, 0x83) },       // exception without its code
+		func(txn []byte) []byte { return mbap(txn, 4, 2, 0, 1) }, // answers another function
+		func(txn []byte) []byte { return mbap(txn, 3, 4, 0, 1, 0, 2) },
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer l.Close() // first: it ends the accept loop
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			req := make([]byte, 12)
+			if _, err := io.ReadFull(c, req); err == nil && i < len(answers) {
+				c.Write(answers[i](req[:2]))
+			}
+			c.Close()
+		}
+	})
+	src := openSrc(t, modbusConfig(t, "junk", "endpoint: "+l.Addr().String()+", request_timeout: 200ms",
+		"\n      - {metric: v, address: 0}"), Env{Modbus: &ModbusPool{MinBackoff: time.Millisecond}})
+	for i := range answers {
+		_, err := readSrc(t, src)
+		if err == nil {
+			t.Fatalf("garbage answer %d read as a value", i)
+		}
+		if r := Reason(err); r != ReasonBadFrame && r != ReasonIO && r != ReasonTimeout {
+			t.Errorf("garbage answer %d: reason %s (%v)", i, r, err)
+		}
+		t.Logf("answer %d: %s: %v", i, Reason(err), err)
 	}
 }
