@@ -129,10 +129,12 @@ func (b *Broker) Subscribe(filter string, id int, fn func(topic string, payload 
 	return b.server.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) { fn(pk.TopicName, pk.Payload) })
 }
 
-// Publish publishes a message from the broker itself (QoS 1 to the
-// subscribers that ask for it).
+// Publish publishes a message from the broker itself, at QoS 0: the hub's
+// acks, as its MQTT session sends them through an external broker. A lost
+// ack costs its agent one resend, which the ledger answers as a duplicate;
+// QoS 1 would cost an inflight entry per ack per gateway at the broker.
 func (b *Broker) Publish(topic string, payload []byte) error {
-	return b.server.Publish(topic, payload, false, 1)
+	return b.server.Publish(topic, payload, false, 0)
 }
 
 // Metrics returns the broker's counters.
