@@ -50,6 +50,12 @@ type MemoryConfig struct {
 	// against 55.
 	// 10..1000.
 	GCPercent int `yaml:"gc_percent"`
+	// Limit is a soft limit on the process's memory (Go's GOMEMLIMIT,
+	// which it overrides): past it the heap is collected more often, so
+	// the headroom gc_percent allows never pushes the hub over what its
+	// machine or container has. 0 (the default) sets none (GOMEMLIMIT in
+	// the environment still does). At least 32MiB.
+	Limit cfgfile.Size `yaml:"limit"`
 }
 
 // DefaultGCPercent is MemoryConfig.GCPercent's default.
@@ -261,6 +267,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Memory.GCPercent < 10 || c.Memory.GCPercent > 1000 {
 		return bad("memory.gc_percent", "%d: want 10..1000", c.Memory.GCPercent)
+	}
+	if c.Memory.Limit != 0 && c.Memory.Limit < 32<<20 {
+		return bad("memory.limit", "%d bytes: want at least 32MiB (or 0 for none)", c.Memory.Limit)
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9274"

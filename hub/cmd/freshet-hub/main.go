@@ -14,6 +14,9 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/internal/version"
 )
@@ -44,6 +47,9 @@ func main() {
 		os.Exit(2)
 	}
 	debug.SetGCPercent(cfg.Memory.GCPercent)
+	if cfg.Memory.Limit > 0 {
+		debug.SetMemoryLimit(int64(cfg.Memory.Limit))
+	}
 	if *check {
 		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\n",
 			cfg.DataDir, brokerDesc(cfg), cfg.Influx.URL, cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
@@ -57,7 +63,11 @@ func main() {
 	} else {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	}
-	h, err := hub.New(cfg, hub.Options{Logger: log, Failpoint: failpoint()})
+	// The Go runtime's and the process's metrics (go_memstats_*,
+	// go_goroutines, process_resident_memory_bytes...) next to the hub's.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h, err := hub.New(cfg, hub.Options{Logger: log, Registry: reg, Failpoint: failpoint()})
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		os.Exit(1)
