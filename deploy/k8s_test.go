@@ -55,9 +55,15 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("freshet-hub.yaml lacks %q", want)
 		}
 	}
+	if cfg.Memory.Limit == 0 || !strings.Contains(manifest, "limits: {memory: 320Mi}") || cfg.Memory.Limit >= 320<<20 {
+		t.Errorf("memory.limit %d: want a soft limit below the container's 320Mi", cfg.Memory.Limit)
+	}
 	emqx, _ := os.ReadFile("k8s/emqx.yaml")
 	if !strings.Contains(string(emqx), "EMQX_BROKER__SHARED_SUBSCRIPTION_STRATEGY, value: hash_clientid") {
 		t.Error("EMQX does not route shared subscriptions by client id")
+	}
+	if !strings.Contains(string(emqx), `EMQX_MQTT__MAX_MQUEUE_LEN, value: "100000"`) {
+		t.Error("EMQX's message queue is left at its default of 1000 batches: a fleet coming back at once overflows it")
 	}
 	if len(docs("k8s/emqx.yaml")) != 3 {
 		t.Error("emqx.yaml: want two services and a StatefulSet")

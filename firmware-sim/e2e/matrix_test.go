@@ -350,7 +350,7 @@ func (w *world) compare(truth map[key]float64) error {
 	return nil
 }
 
-func buildHub(t *testing.T) string {
+func buildHub(t testing.TB) string {
 	bin := filepath.Join(t.TempDir(), "freshet-hub")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../hub/cmd/freshet-hub").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)

@@ -130,7 +130,7 @@ func (p *agentProc) quiesce() {
 
 // hubProc is a freshet-hub process (a scenario's hub, or one of a cluster).
 type hubProc struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	bin     string
 	cfg     string
@@ -141,6 +141,22 @@ type hubProc struct {
 	cmd     *exec.Cmd
 	out     *strings.Builder
 	done    chan error
+}
+
+// startTB starts the hub for tb.
+func (h *hubProc) startTB(tb testing.TB) {
+	h.t = tb
+	h.start()
+}
+
+// pid is the running hub's process id (0 if none).
+func (h *hubProc) pid() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
 }
 
 func (h *hubProc) start() {
