@@ -65,7 +65,7 @@ release: ## stripped static binaries for linux amd64, arm64, armv7, armv6, versi
 	cd dist && sha256sum freshet-* > SHA256SUMS
 	@echo "dist/SHA256SUMS written; version $(VERSION)"
 
-bench: tools ## every benchmark, printed as one Markdown table of figures against goals (BENCH_OUT=file keeps the raw output for benchstat); about 5 minutes
+bench: tools ## every benchmark, printed as one Markdown table of figures against goals (BENCH_OUT=file keeps the raw output for benchstat); about 6 minutes
 	@$(GO) run ./internal/benchtable/cmd/benchtable -go '$(GO)' -ldflags '$(LDFLAGS)'$(if $(BENCH_OUT), -out '$(BENCH_OUT)')
 
 fuzz-short: ## every fuzz target for FUZZTIME (default 50000x executions) each; part of `make test`

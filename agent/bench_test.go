@@ -1,18 +1,17 @@
 package agent_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/freshet-iot/freshet/firmware-sim/chip/sysfs"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
@@ -47,13 +46,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 		var peak int64
 		for range secs {
 			time.Sleep(time.Second) // sampling interval of a measurement, not a synchronisation
-			if rss := procStatus(cmd.Process.Pid, "VmRSS"); rss > peak {
+			if rss := localsvc.ProcStatusBytes(cmd.Process.Pid, "VmRSS"); rss > peak {
 				peak = rss
 			}
 		}
-		hwm := procStatus(cmd.Process.Pid, "VmHWM")
-		anon, file := procStatus(cmd.Process.Pid, "RssAnon"), procStatus(cmd.Process.Pid, "RssFile")
-		cpu := procCPUSeconds(cmd.Process.Pid)
+		hwm := localsvc.ProcStatusBytes(cmd.Process.Pid, "VmHWM")
+		anon, file := localsvc.ProcStatusBytes(cmd.Process.Pid, "RssAnon"), localsvc.ProcStatusBytes(cmd.Process.Pid, "RssFile")
+		cpu := localsvc.ProcCPU(cmd.Process.Pid).Seconds()
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		b.ReportMetric(float64(peak)/1e6, "peak-RSS-MB")
@@ -75,39 +74,4 @@ func buildReleaseAgent(b *testing.B) string {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// procStatus reads a kB field of /proc/<pid>/status, in bytes.
-func procStatus(pid int, field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
-// procCPUSeconds reads the user and system CPU time of /proc/<pid>/stat.
-func procCPUSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses: state is the
-	// first, utime and stime the 12th and 13th, in clock ticks (USER_HZ 100).
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/freshet-iot/freshet/agent/sensor"
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -133,8 +134,8 @@ func drainOnce(b *testing.B, iter int, ix *testsvc.Influx, brokerURL, hubBin str
 			b.Fatalf("%s opened with a backlog of %d readings, want %d", d.Name, st.Backlog.Readings, perDevice)
 		}
 	}
-	influxPid := childPid("influxd")
-	hubCPU0, influxCPU0, selfCPU0 := procCPU(h.cmd.Process.Pid), procCPU(influxPid), selfCPU()
+	influxPid := localsvc.ChildPid("influxd")
+	hubCPU0, influxCPU0, selfCPU0 := localsvc.ProcCPU(h.cmd.Process.Pid), localsvc.ProcCPU(influxPid), localsvc.SelfCPU()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 
@@ -167,8 +168,8 @@ func drainOnce(b *testing.B, iter int, ix *testsvc.Influx, brokerURL, hubBin str
 	elapsed := time.Since(start)
 	b.StopTimer()
 
-	r := drainResult{elapsed: elapsed, hubCPU: procCPU(h.cmd.Process.Pid) - hubCPU0,
-		influxCPU: procCPU(influxPid) - influxCPU0, selfCPU: selfCPU() - selfCPU0}
+	r := drainResult{elapsed: elapsed, hubCPU: localsvc.ProcCPU(h.cmd.Process.Pid) - hubCPU0,
+		influxCPU: localsvc.ProcCPU(influxPid) - influxCPU0, selfCPU: localsvc.SelfCPU() - selfCPU0}
 	var published, republished, connects uint64
 	for _, d := range f.Devices {
 		st := d.Agent.Forwarder()
@@ -397,59 +398,4 @@ func countRaw(ix *testsvc.Influx, db string, begin, end time.Time, device string
 		}
 	}
 	return n, nil
-}
-
-// clockTick is the kernel's unit of process CPU times in /proc (USER_HZ).
-const clockTick = 10 * time.Millisecond
-
-// procCPU returns the user and system CPU time process pid has used (0 if
-// it cannot be read).
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses: state is
-	// the first, utime the 12th and stime the 13th.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * clockTick
-}
-
-// selfCPU returns the CPU time this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// childPid returns the pid of this process's child named comm (testsvc
-// starts influxd as one), or 0.
-func childPid(comm string) int {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range dirs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if i < 0 || j < i || s[i+1:j] != comm {
-			continue
-		}
-		f := strings.Fields(s[j+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
-			pid, _ := strconv.Atoi(strings.Fields(s)[0])
-			return pid
-		}
-	}
-	return 0
 }

@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/freshet-iot/freshet/firmware-sim/surge"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -63,7 +64,7 @@ func TestSurge(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			res := runSurge(t, ix, hubBin, name, surge.Options{Devices: surgeDevices, Batches: surgeBatches, Readings: surgeReadings,
-				Window: 8, AckTimeout: 5 * time.Minute, ConnectWithin: 5 * time.Second})
+				Window: 8, AckTimeout: 5 * time.Minute, ConnectWithin: 5 * time.Second}, "176MiB")
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
@@ -101,14 +102,19 @@ type surgeResult struct {
 	surge                                    surge.Result
 	connects, overflows, brokerDropped, held float64 // held: embedded only
 	applied, duplicates, stored              float64
-	hubPeakRSS                               int64
-	hubCPU                                   time.Duration
+	// hubPeakRSS is the hub's VmHWM; hubPeakAnon the peak of its
+	// anonymous memory (heap, stacks), sampled every 100 ms, without the
+	// file-backed pages of hub.db's mmap, which the kernel may reclaim.
+	hubPeakRSS, hubPeakAnon int64
+	// CPU time of the hub (with the embedded broker, the broker too),
+	// Mosquitto, influxd and this process (the simulated gateways).
+	hubCPU, mosquittoCPU, influxCPU, simCPU time.Duration
 }
 
 // runSurge starts a hub (its embedded broker, or Mosquitto configured as
 // deploy/mosquitto) on a fresh database of ix, runs a surge through it and
 // reads the hub's counters, the broker's drops and InfluxDB's count.
-func runSurge(tb testing.TB, ix *testsvc.Influx, hubBin, brokerName string, o surge.Options) surgeResult {
+func runSurge(tb testing.TB, ix *testsvc.Influx, hubBin, brokerName string, o surge.Options, memLimit string) surgeResult {
 	devices, batches, readings := o.Devices, o.Batches, o.Readings
 	db, err := ix.NewDatabaseName()
 	if err != nil {
@@ -135,8 +141,8 @@ influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
 http: {listen: "127.0.0.1:%d"}
 windows: {sizes: [1m, 1h]}
 log: {level: warn}
-memory: {limit: 200MiB}
-`, h.dataDir, brokerCfg, ix.URL, db+"/autogen", port)
+memory: {limit: %s}
+`, h.dataDir, brokerCfg, ix.URL, db+"/autogen", port, memLimit)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
 		tb.Fatal(err)
 	}
@@ -172,15 +178,38 @@ memory: {limit: 200MiB}
 			sysDropped = max(sysDropped, v)
 		}).WaitTimeout(5 * time.Second)
 	}
-	cpu0 := procCPU(h.pid())
+	ixPid, mqPid := localsvc.ChildPid("influxd"), 0
+	if mosq != nil {
+		mqPid = localsvc.ChildPid("mosquitto") // the bench runs one broker at a time
+	}
+	cpu0, ix0, mq0, sim0 := localsvc.ProcCPU(h.pid()), localsvc.ProcCPU(ixPid), localsvc.ProcCPU(mqPid), localsvc.SelfCPU()
 	topics, _ := protocol.NewTopics("")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var res surgeResult
 	o.Broker, o.Topics = brokerURL, topics
+	sampled := make(chan int64)
+	stopSampling := make(chan struct{})
+	go func() {
+		var peak int64
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			peak = max(peak, localsvc.ProcStatusBytes(h.pid(), "RssAnon"))
+			select {
+			case <-stopSampling:
+				sampled <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	res.surge, res.err = surge.Run(ctx, o)
-	res.hubCPU = procCPU(h.pid()) - cpu0
-	res.hubPeakRSS = procStatusKB(h.pid(), "VmHWM")
+	close(stopSampling)
+	res.hubPeakAnon = <-sampled
+	res.hubCPU, res.influxCPU = localsvc.ProcCPU(h.pid())-cpu0, localsvc.ProcCPU(ixPid)-ix0
+	res.mosquittoCPU, res.simCPU = localsvc.ProcCPU(mqPid)-mq0, localsvc.SelfCPU()-sim0
+	res.hubPeakRSS = localsvc.ProcStatusBytes(h.pid(), "VmHWM")
 	res.connects = h.metric("freshet_hub_broker_connects_total")
 	res.overflows = h.metric("freshet_hub_intake_overflows_total")
 	res.held = h.metric("freshet_hub_broker_held_total")
@@ -221,38 +250,4 @@ memory: {limit: 200MiB}
 		return nil
 	})
 	return res
-}
-
-// procStatusKB reads a kB field of /proc/<pid>/status, in bytes.
-func procStatusKB(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// procCPU reads a process's user and system CPU time from /proc/<pid>/stat.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		s = s[i+2:]
-	}
-	f := strings.Fields(s)
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }

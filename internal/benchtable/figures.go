@@ -24,10 +24,11 @@ func Figures(o Options) []Figure {
 	pipeline := goTest("./hub/ingest", "-bench", "Pipeline", "-benchtime", "5s")
 	cpu := goTest("./hub", "-bench", "EndToEndCPU", "-benchtime", "3x", "-timeout", "10m")
 	drain := goTest("./firmware-sim/bench", "-bench", "BacklogDrain", "-benchtime", "1x", "-timeout", "20m")
+	surge := goTest("./firmware-sim/e2e", "-bench", "Surge", "-benchtime", "1x", "-timeout", "30m")
 
 	perSec := func(v float64) string { return count(v) + " readings/s" }
 	mb := func(v float64) string { return num(v) + " MB" }
-	return []Figure{
+	return append([]Figure{
 		{What: "wire bytes per reading: BME280 at 1 Hz, batches of 500 samples × 3 metrics", Cmd: proto,
 			Bench: "BenchmarkEncodeBME280/samples=500", Unit: "B/reading", Format: func(v float64) string { return num(v) + " B" },
 			Goal: &Goal{Value: 4},
@@ -95,6 +96,48 @@ func Figures(o Options) []Figure {
 					note += fmt.Sprintf("; CPU-s per 1 M readings: hub %s, influxd %s, agents and broker %s", num(hub), num(ix), num(agents))
 				}
 				return note
+			}},
+	}, append(surgeFigures(surge, "embedded"), surgeFigures(surge, "mosquitto")...)...)
+}
+
+// surgeFigures are the rows of BenchmarkSurge through one broker: 10,000
+// gateways back at once (issue 19's goals).
+func surgeFigures(c *Cmd, broker string) []Figure {
+	bench := "BenchmarkSurge/broker=" + broker
+	what := "surge: 10,000 gateways back within 10 s with 12 batches of 30 readings each (3.6 M), window 8, real hub, " + broker + " broker"
+	zero := &Goal{Value: 0}
+	return []Figure{
+		{What: what + ": drain rate as a fraction of influxd's own line-protocol ingest in the same run", Cmd: c,
+			Bench: bench, Unit: "x-influxd", Format: func(v float64) string { return num(v) + "×" }, Goal: &Goal{AtLeast: true, Value: 0.9},
+			Note: func(rs []Result) string {
+				d, ok1 := Find(rs, bench, "drain-s")
+				r, ok2 := Find(rs, bench, "readings/s")
+				ix, ok3 := Find(rs, bench, "influxd-readings/s")
+				if !ok1 || !ok2 || !ok3 {
+					return ""
+				}
+				return fmt.Sprintf("drained in %s s, %s readings/s; influxd alone %s readings/s", num(d), count(r), count(ix))
+			}},
+		{What: what + ": hub broker reconnects, batches sent again, messages the broker dropped", Cmd: c,
+			Bench: bench, Unit: "hub-reconnects", Format: num, Goal: zero,
+			Note: func(rs []Result) string {
+				re, ok1 := Find(rs, bench, "resends")
+				dr, ok2 := Find(rs, bench, "broker-dropped")
+				dup, ok3 := Find(rs, bench, "duplicates")
+				if !ok1 || !ok2 || !ok3 {
+					return ""
+				}
+				return fmt.Sprintf("resends %s, dropped %s, duplicate batches %s", num(re), num(dr), num(dup))
+			}},
+		{What: what + ": hub peak RSS (memory.limit 176MiB with Mosquitto, as deploy/k8s; none with the embedded broker)", Cmd: c,
+			Bench: bench, Unit: "hub-peak-RSS-MB", Format: func(v float64) string { return num(v) + " MB" }, Goal: &Goal{Value: 256},
+			Note: func(rs []Result) string {
+				anon, ok1 := Find(rs, bench, "hub-peak-anon-MB")
+				v, ok2 := Find(rs, bench, "hub-cpu-s/1M")
+				if !ok1 || !ok2 {
+					return ""
+				}
+				return fmt.Sprintf("anonymous (heap, stacks) at most %s MB, the rest hub.db's pages; hub CPU %s CPU-s per 1 M readings", num(anon), num(v))
 			}},
 	}
 }
