@@ -48,10 +48,6 @@ func (m *brokerMessage) Ack() {
 	}
 }
 
-// StatusClientSuffix is added to the hub's client id for its status
-// session.
-const StatusClientSuffix = "-status"
-
 // Reconnects back off from 100 ms to 10 s; a session that lasted
 // healthySession starts them afresh.
 const (
@@ -117,11 +113,11 @@ type mqttSession struct {
 	present bool
 }
 
-// connect opens an MQTT 5 connection as clientID; persistent sessions
-// survive a disconnect for SessionExpiry, with Receive Maximum
-// MaxInflight, and ack in order by hand; the others are clean and acked by
-// paho. Its messages go to the intake.
-func (p *Pipeline) connect(ctx context.Context, clientID string, persistent bool) (*mqttSession, error) {
+// connect opens the hub's MQTT 5 session as clientID: persistent (it
+// survives a disconnect for SessionExpiry), with Receive Maximum
+// MaxInflight, acking the batches in order by hand. Its messages go to the
+// intake.
+func (p *Pipeline) connect(ctx context.Context, clientID string) (*mqttSession, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, err := dial(cctx, p.o.Broker.URL, p.o.Broker.TLS)
 	cancel()
@@ -140,7 +136,7 @@ func (p *Pipeline) connect(ctx context.Context, clientID string, persistent bool
 		// Thread safe for writing: acks, pings and the agents' acks share it.
 		Conn:                       packets.NewThreadSafeConn(conn),
 		Session:                    state.NewInMemory(),
-		EnableManualAcknowledgment: persistent,
+		EnableManualAcknowledgment: true,
 		SendAcksInterval:           ackEvery,
 		PacketTimeout:              10 * time.Second,
 		OnClientError:              signal,
@@ -148,20 +144,18 @@ func (p *Pipeline) connect(ctx context.Context, clientID string, persistent bool
 			signal(fmt.Errorf("the broker disconnected the hub: reason 0x%02x %s", d.ReasonCode, reasonString(d)))
 		},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			var m Message = &brokerMessage{pub: pr.Packet, client: pr.Client}
-			if !persistent {
-				m = &localMessage{topic: pr.Packet.Topic, payload: pr.Packet.Payload} // paho acks it
+			if pr.Packet.QoS == 0 { // a status: outside Receive Maximum, and nothing to ack
+				p.intakeStatus(ctx, &localMessage{topic: pr.Packet.Topic, payload: pr.Packet.Payload})
+				return true, nil
 			}
-			p.intake(ctx, m)
+			p.intake(ctx, &brokerMessage{pub: pr.Packet, client: pr.Client})
 			return true, nil
 		}},
 	})
-	cp := &paho.Connect{ClientID: clientID, KeepAlive: uint16(p.o.Broker.KeepAlive / time.Second), CleanStart: !persistent}
-	if persistent {
-		receiveMax := uint16(p.o.Broker.MaxInflight)
-		expiry := uint32(p.o.Broker.SessionExpiry / time.Second)
-		cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &receiveMax, SessionExpiryInterval: &expiry}
-	}
+	receiveMax := uint16(p.o.Broker.MaxInflight)
+	expiry := uint32(p.o.Broker.SessionExpiry / time.Second)
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: uint16(p.o.Broker.KeepAlive / time.Second), CleanStart: false,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &receiveMax, SessionExpiryInterval: &expiry}}
 	if p.o.Broker.Username != "" {
 		cp.Username, cp.UsernameFlag = p.o.Broker.Username, true
 		cp.Password, cp.PasswordFlag = []byte(p.o.Broker.Password), true
@@ -185,48 +179,45 @@ func (s *mqttSession) close() {
 	<-s.c.Done()
 }
 
-func (s *mqttSession) subscribe(ctx context.Context, filter string) error {
+// subscribe subscribes to the batches (QoS 1, in the shared group if
+// any) and to every status (QoS 0: a status is retained and sent again
+// every minute, so one lost while the hub is away costs nothing).
+func (s *mqttSession) subscribe(ctx context.Context, batches, statuses string) error {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	sa, err := s.c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	sa, err := s.c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: batches, QoS: 1}, {Topic: statuses, QoS: 0}}})
 	if err != nil {
 		if sa != nil {
-			return fmt.Errorf("subscribe to %s: %w (reasons %v)", filter, err, sa.Reasons)
+			return fmt.Errorf("subscribe to %s and %s: %w (reasons %v)", batches, statuses, err, sa.Reasons)
 		}
-		return fmt.Errorf("subscribe to %s: %w", filter, err)
+		return fmt.Errorf("subscribe to %s and %s: %w", batches, statuses, err)
 	}
 	return nil
 }
 
-// session runs one broker session: the batches on a persistent session
-// (what was taken and not acked when the hub stopped is handed to it again
-// when it comes back), the statuses on a clean one (every retained status
-// comes at once when it subscribes).
+// session runs one broker session. It is persistent: what was taken and
+// not acked when the hub stopped is handed to it again when it comes back.
+// It is the hub's only session, so that a broker may bind client ids to
+// identities (Mosquitto's use_username_as_clientid; the embedded broker
+// always does): one identity, one client id.
 func (p *Pipeline) session(ctx context.Context) error {
-	batches, err := p.connect(ctx, p.o.Broker.ClientID, true)
+	batches, err := p.connect(ctx, p.o.Broker.ClientID)
 	if err != nil {
 		return err
 	}
 	defer batches.close()
-	// A session the broker kept still holds the subscription (and mochi
+	// A session the broker kept still holds the subscriptions (and mochi
 	// refuses a SUBSCRIBE whose packet id collides with a batch it is
-	// handing to the hub again).
+	// handing to the hub again). It then misses the retained statuses
+	// until each agent sends its next (every status_interval, 60 s).
 	if !batches.present {
 		prefix := ""
 		if p.o.Broker.SharedGroup != "" {
 			prefix = "$share/" + p.o.Broker.SharedGroup + "/"
 		}
-		if err := batches.subscribe(ctx, prefix+p.o.Topics.Filter(protocol.TopicBatch)); err != nil {
+		if err := batches.subscribe(ctx, prefix+p.o.Topics.Filter(protocol.TopicBatch), p.o.Topics.Filter(protocol.TopicStatus)); err != nil {
 			return err
 		}
-	}
-	statuses, err := p.connect(ctx, p.o.Broker.ClientID+StatusClientSuffix, false)
-	if err != nil {
-		return err
-	}
-	defer statuses.close()
-	if err := statuses.subscribe(ctx, p.o.Topics.Filter(protocol.TopicStatus)); err != nil {
-		return err
 	}
 	p.metrics.Connects.Inc()
 	// Agents' acks go at QoS 0: a lost ack costs a resend, which is acked
@@ -247,12 +238,8 @@ func (p *Pipeline) session(ctx context.Context) error {
 		return nil
 	case err := <-batches.lost:
 		return err
-	case err := <-statuses.lost:
-		return fmt.Errorf("status session: %w", err)
 	case <-batches.c.Done():
 		return errors.New("connection closed")
-	case <-statuses.c.Done():
-		return errors.New("status session: connection closed")
 	}
 }
 
@@ -268,6 +255,15 @@ func (p *Pipeline) intake(ctx context.Context, m Message) {
 	default:
 	}
 	p.metrics.Overflows.Inc()
+	select {
+	case p.in <- m:
+	case <-ctx.Done():
+	}
+}
+
+// intakeStatus hands a status to the workers, waiting while the intake is
+// full (statuses are outside Receive Maximum: that is no breach).
+func (p *Pipeline) intakeStatus(ctx context.Context, m Message) {
 	select {
 	case p.in <- m:
 	case <-ctx.Done():
