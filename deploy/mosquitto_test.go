@@ -151,6 +151,64 @@ func TestMosquittoACL(t *testing.T) {
 	}
 }
 
+// TestMosquittoIdentity: with the shipped recipe a device cannot take over
+// the hub's session or another device's by asking for their client id
+// (Mosquitto gives it its certificate's name), and a packet over the size
+// limit is refused (issue 15, findings 4 and 6).
+func TestMosquittoIdentity(t *testing.T) {
+	dir, b := recipe(t)
+	hubc, err := connect(b, "freshet-hub", tlsConf(t, dir, "hub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubc.Disconnect(0)
+	gw1, err := connect(b, "gw-1", tlsConf(t, dir, "devices/gw-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw1.Disconnect(0)
+	got := make(chan string, 8)
+	if tok := hubc.Subscribe("freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	// gw-2 asks for the hub's client id, then for gw-1's.
+	for _, id := range []string{"freshet-hub", "gw-1"} {
+		thief, err := connect(b, id, tlsConf(t, dir, "devices/gw-2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		thief.Disconnect(0)
+	}
+	// Mosquitto handles one client at a time: had a takeover happened, the
+	// victims' sockets would be closed before these round trips.
+	for name, c := range map[string]paho.Client{"hub": hubc, "gw-1": gw1} {
+		if tok := c.Publish("freshet/v1/"+name+"/status", 1, false, "alive"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s lost its session to a device that asked for its client id: %v", name, tok.Error())
+		}
+	}
+	// An oversized batch never reaches the hub; the next one does.
+	big, err := connect(b, "gw-2", tlsConf(t, dir, "devices/gw-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Publish("freshet/v1/gw-2/batch", 1, false, make([]byte, 70<<10)).WaitTimeout(5 * time.Second)
+	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "barrier").WaitTimeout(5 * time.Second)
+	select {
+	case topic := <-got:
+		if topic != "freshet/v1/gw-1/batch" {
+			t.Fatalf("the hub got %s: the oversized batch went through", topic)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the barrier did not reach the hub")
+	}
+	testsvc.WaitFor(t, 10*time.Second, "the oversized publisher disconnected", func() error {
+		if big.IsConnectionOpen() {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+}
+
 // TestMutualTLSEndToEnd: a real agent and a real hub talk through the
 // recipe's Mosquitto over mutual TLS, and the readings reach InfluxDB.
 func TestMutualTLSEndToEnd(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/freshet-iot/freshet/hub/broker"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/quality"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
@@ -85,14 +86,24 @@ type BrokerConfig struct {
 	SessionExpiry cfgfile.Duration `yaml:"session_expiry"`
 }
 
+// DefaultClientID is the hub's default MQTT client id.
+const DefaultClientID = "freshet-hub"
+
 // EmbeddedConfig runs the mochi-mqtt broker inside the hub.
 type EmbeddedConfig struct {
 	Listen string   `yaml:"listen"` // default 127.0.0.1:1883
 	TLS    TLSFiles `yaml:"tls"`    // server certificate; ca_file requires client certificates (mutual TLS)
 	// Users, if any, are the only accounts the broker admits: a device may
-	// use only its own topics; role hub may use all. Without users every
-	// client is admitted: keep the listener on loopback then.
+	// use only its own topics and its own id as client id; role hub may
+	// use all. With client certificates (tls.ca_file) a client's identity
+	// is its certificate's common name: every certificate of the CA is a
+	// device, users give roles (and passwords, optional then). With
+	// neither, every client is admitted to everything, which the hub
+	// allows on a loopback listener only.
 	Users []EmbeddedUser `yaml:"users"`
+	// MaxClients bounds the connected clients (each costs the hub's
+	// process about 100 KB). Default 10000.
+	MaxClients int `yaml:"max_clients"`
 }
 
 // EmbeddedUser is an account of the embedded broker.
@@ -166,7 +177,17 @@ func (c *Config) Validate() error {
 		if (t.CertFile == "") != (t.KeyFile == "") || t.CAFile != "" && t.CertFile == "" {
 			return bad("broker.embedded.tls", "cert_file and key_file go together; ca_file needs them")
 		}
-		hubUser := false
+		clientCerts := t.CAFile != ""
+		if len(b.Embedded.Users) == 0 && !clientCerts && !broker.IsLoopback(b.Embedded.Listen) {
+			return bad("broker.embedded.listen", "%s is reachable from other machines: configure broker.embedded.users or client certificates (broker.embedded.tls.ca_file); anonymous access is for a loopback address only",
+				b.Embedded.Listen)
+		}
+		if b.Embedded.MaxClients == 0 {
+			b.Embedded.MaxClients = broker.DefaultMaxClients
+		}
+		if b.Embedded.MaxClients < 1 {
+			return bad("broker.embedded.max_clients", "%d: want at least 1", b.Embedded.MaxClients)
+		}
 		for i := range b.Embedded.Users {
 			u := &b.Embedded.Users[i]
 			key := fmt.Sprintf("broker.embedded.users[%d]", i)
@@ -178,15 +199,15 @@ func (c *Config) Validate() error {
 				return bad(key+".username", "required")
 			case u.Role != "device" && u.Role != "hub":
 				return bad(key+".role", "%q: want device or hub", u.Role)
-			case u.PasswordFile == "" && u.PasswordEnv == "":
-				return bad(key+".password_file", "a password_file or password_env is required")
+			case u.PasswordFile == "" && u.PasswordEnv == "" && !clientCerts:
+				return bad(key+".password_file", "a password_file or password_env is required (without client certificates)")
+			case u.PasswordFile != "" && u.PasswordEnv != "":
+				return bad(key+".password_file", "set only one of password_file and password_env")
 			case u.Role == "device" && protocol.ValidDevice(u.Username) != nil:
 				return bad(key+".username", "%q is not a device id", u.Username)
+			case u.Role == "device" && (u.Username == os.ExpandEnv(b.ClientID) || b.ClientID == "" && u.Username == DefaultClientID):
+				return bad(key+".username", "%q is the hub's client id (broker.client_id): a device's client id is its name", u.Username)
 			}
-			hubUser = hubUser || u.Role == "hub" && u.Username == b.Username
-		}
-		if len(b.Embedded.Users) > 0 && !hubUser {
-			return bad("broker.username", "with broker.embedded.users, the hub connects as one of them with role hub")
 		}
 	} else {
 		u, err := url.Parse(b.URL)
@@ -196,7 +217,7 @@ func (c *Config) Validate() error {
 	}
 	b.ClientID = os.ExpandEnv(b.ClientID)
 	if b.ClientID == "" {
-		b.ClientID = "freshet-hub"
+		b.ClientID = DefaultClientID
 	}
 	if b.MaxInflight == 0 {
 		b.MaxInflight = 1000

@@ -80,7 +80,8 @@ func New(cfg *Config, o Options) (*Hub, error) {
 			return fail(err)
 		}
 		topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
-		bo := broker.Options{Addr: e.Listen, TLS: tlsConf, Topics: topics, Registerer: o.Registry, Logger: o.Logger.With("part", "broker")}
+		bo := broker.Options{Addr: e.Listen, TLS: tlsConf, Topics: topics, HubClientIDs: []string{cfg.Broker.ClientID},
+			MaxClients: e.MaxClients, Registerer: o.Registry, Logger: o.Logger.With("part", "broker")}
 		if len(e.Users) > 0 {
 			var users []broker.User
 			for i, u := range e.Users {

@@ -319,7 +319,9 @@ func TestHostileInput(t *testing.T) {
 	}
 	r.publish("gw-1", []byte("not msgpack at all"))
 	r.publish("gw-2", prototest.Vectors[0].Bytes()) // a batch of gw-1 on gw-2's topic
-	huge := make([]byte, 200<<10)
+	// Over the protocol's limit, under the broker's packet limit (which
+	// disconnects bigger ones: hub/broker's TestPacketSizeLimit).
+	huge := make([]byte, protocol.DefaultMaxMessageBytes+1024)
 	r.publish("gw-1", huge)
 	deep := []byte{}
 	for range 60000 { // under the size limit: the decoder itself must cope

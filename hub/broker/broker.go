@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,11 +30,25 @@ type Options struct {
 	// TLS, if not nil, makes the listener speak MQTT over TLS (set ClientAuth
 	// and ClientCAs for mutual TLS).
 	TLS *tls.Config
-	// Users, if any, are the only accounts admitted, with the topic rules
-	// of User under Topics; none admits everyone (fit only for a loopback
-	// listener). Refusals are logged and counted.
+	// Users, if any, are the only accounts admitted (with client
+	// certificates, every certificate of the CA is a device, and Users
+	// give roles, and passwords if any), with the topic rules of User
+	// under Topics. With neither, everyone is admitted to everything,
+	// which Start allows on a loopback address only. Refusals are logged
+	// and counted.
 	Users  []User
 	Topics protocol.Topics
+	// HubClientIDs are reserved for hubs: no device may use them (nor any
+	// client id a hub account has used).
+	HubClientIDs []string
+	// MaxPacketBytes bounds one MQTT packet; a client that sends a bigger
+	// one is disconnected and counted. Default DefaultMaxPacketBytes.
+	MaxPacketBytes int
+	// MaxClients bounds the connected clients. Default DefaultMaxClients.
+	MaxClients int
+	// ConnectTimeout bounds the time from a TCP connection to its MQTT
+	// CONNECT (TLS handshake included). Default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// PendingWrites bounds the packets waiting to be written to one
 	// client (memory for every connection). A hub connected over MQTT gets
 	// at most this many unacked batches at a time. Default DefaultPendingWrites.
@@ -52,7 +66,34 @@ type Options struct {
 const (
 	DefaultPendingWrites = 256
 	DefaultMaxHold       = 20 * time.Second
+	// DefaultMaxPacketBytes is the protocol's largest message plus room
+	// for the topic, properties and header.
+	DefaultMaxPacketBytes = protocol.DefaultMaxMessageBytes + 4096
+	DefaultMaxClients     = 10000
+	DefaultConnectTimeout = 10 * time.Second
+	// maxConnecting bounds connections not yet past CONNECT.
+	maxConnecting = 1024
 )
+
+// clientCerts reports whether the listener requires client certificates
+// (mutual TLS): then a client's identity is its certificate's common name.
+func (o *Options) clientCerts() bool {
+	return o.TLS != nil && o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+}
+
+// IsLoopback reports whether a listen address (host:port) is reachable
+// only from this machine.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // Broker is a running embedded broker.
 type Broker struct {
@@ -77,18 +118,29 @@ func Start(o Options) (*Broker, error) {
 	if o.MaxHold <= 0 {
 		o.MaxHold = DefaultMaxHold
 	}
+	if o.MaxPacketBytes <= 0 {
+		o.MaxPacketBytes = DefaultMaxPacketBytes
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = DefaultMaxClients
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if len(o.Users) == 0 && !o.clientCerts() && !IsLoopback(o.Addr) {
+		return nil, fmt.Errorf("broker: %s is reachable from other machines: configure users or require client certificates; anonymous access is for a loopback address only", o.Addr)
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	// A hub over MQTT 5 may ask for up to 65535 unacked batches; the
 	// router keeps it under PendingWrites, so the store never overflows.
 	caps.MaximumInflight = 65535
 	caps.MaximumClientWritesPending = int32(o.PendingWrites)
+	caps.MaximumPacketSize = uint32(o.MaxPacketBytes)
+	caps.MaximumClients = int64(o.MaxClients)
 	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: o.Logger, Capabilities: caps})
 	m := NewMetrics(o.Registerer)
-	var hook mqtt.Hook = new(auth.AllowHook)
-	if len(o.Users) > 0 {
-		hook = newUserAuth(o.Users, o.Topics, o.Logger, m)
-	}
-	if err := s.AddHook(hook, nil); err != nil {
+	acc := newAccess(o, m)
+	if err := s.AddHook(acc, nil); err != nil {
 		return nil, fmt.Errorf("broker auth hook: %w", err)
 	}
 	topics := o.Topics
@@ -100,7 +152,9 @@ func Start(o Options) (*Broker, error) {
 		return nil, fmt.Errorf("broker router hook: %w", err)
 	}
 	m.dropped(o.Registerer, s)
-	l := &closeSafeTCP{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr, TLSConfig: o.TLS}), server: s}
+	l := &closeSafeTCP{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Addr, TLSConfig: o.TLS}), server: s,
+		connectTimeout: o.ConnectTimeout, metrics: m}
+	acc.listener = l
 	if err := s.AddListener(l); err != nil {
 		return nil, fmt.Errorf("broker listen on %s: %w", o.Addr, err)
 	}
@@ -168,26 +222,52 @@ type closeSafeTCP struct {
 	*listeners.TCP
 	server *mqtt.Server
 
+	// connectTimeout bounds a connection's time to its CONNECT, and at
+	// most maxConnecting wait for theirs: a client that opens connections
+	// and says nothing holds no memory for long (mochi sets no deadline
+	// before CONNECT; after it, the keepalive's).
+	connectTimeout time.Duration
+	metrics        *Metrics
+	connecting     atomic.Int32
+
 	mu      sync.Mutex
 	closing bool
-	conns   map[net.Conn]struct{}
+	conns   map[net.Conn]bool // true: still waiting for its CONNECT
 	active  sync.WaitGroup
+}
+
+// connected notes that c's CONNECT has come (or c ended).
+func (l *closeSafeTCP) connected(c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conns[c] {
+		l.conns[c] = false
+		l.connecting.Add(-1)
+	}
 }
 
 func (l *closeSafeTCP) Serve(establish listeners.EstablishFn) {
 	l.TCP.Serve(func(id string, c net.Conn) error {
+		if l.connecting.Add(1) > maxConnecting {
+			l.connecting.Add(-1)
+			l.metrics.Refused.WithLabelValues("too_many_connecting").Inc()
+			return c.Close()
+		}
+		c.SetDeadline(time.Now().Add(l.connectTimeout)) // mochi sets the keepalive's after CONNECT
 		l.mu.Lock()
 		if l.closing {
 			l.mu.Unlock()
+			l.connecting.Add(-1)
 			return c.Close()
 		}
 		if l.conns == nil {
-			l.conns = map[net.Conn]struct{}{}
+			l.conns = map[net.Conn]bool{}
 		}
-		l.conns[c] = struct{}{}
+		l.conns[c] = true
 		l.active.Add(1)
 		l.mu.Unlock()
 		defer func() {
+			l.connected(c)
 			l.mu.Lock()
 			delete(l.conns, c)
 			l.mu.Unlock()
