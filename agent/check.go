@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/agent/sensor"
+	"github.com/freshet-iot/freshet/internal/boundlog"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -18,9 +19,9 @@ func NewLogger(c LogConfig, w io.Writer) *slog.Logger {
 	level.UnmarshalText([]byte(c.Level)) // validated
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(boundlog.New(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(boundlog.New(slog.NewTextHandler(w, opts)))
 }
 
 // Check prints what the agent would run and reads every sensor once. It

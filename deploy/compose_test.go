@@ -60,8 +60,8 @@ func TestComposeStack(t *testing.T) {
 		for _, v := range s.Volumes {
 			src, _, _ := strings.Cut(v, ":")
 			if strings.HasPrefix(src, ".") {
-				if src == "./certs" {
-					continue // made by make-certs.sh
+				if src == "./certs" || src == "./hub-http-token" {
+					continue // made by make-certs.sh, and by openssl rand (step 2 in compose.yaml)
 				}
 				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
 					t.Errorf("%s mounts %s: %v", name, src, err)
@@ -106,7 +106,7 @@ func TestComposeStack(t *testing.T) {
 		}
 		return false
 	}
-	for _, f := range []string{cfg.Broker.TLS.CAFile, cfg.Broker.TLS.CertFile, cfg.Broker.TLS.KeyFile, cfg.DataDir} {
+	for _, f := range []string{cfg.Broker.TLS.CAFile, cfg.Broker.TLS.CertFile, cfg.Broker.TLS.KeyFile, cfg.DataDir, cfg.HTTP.TokenFile} {
 		if !mounted("freshet-hub", f) {
 			t.Errorf("hub path %s is not mounted", f)
 		}
@@ -118,6 +118,9 @@ func TestComposeStack(t *testing.T) {
 	prom, _ := os.ReadFile("compose/prometheus.yml")
 	if !strings.Contains(string(prom), "freshet-hub:"+port) {
 		t.Error("prometheus does not scrape the hub's port")
+	}
+	if cfg.HTTP.TokenFile == "" || !strings.Contains(string(prom), "credentials_file: /etc/prometheus/hub-http-token") || !mounted("prometheus", "/etc/prometheus/hub-http-token") {
+		t.Error("the hub's published HTTP port needs a token, which prometheus must send")
 	}
 	// Mosquitto's config refers to what the service mounts.
 	conf, _ := os.ReadFile("mosquitto/mosquitto.conf")

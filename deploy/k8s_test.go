@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -50,7 +51,8 @@ func TestKubernetes(t *testing.T) {
 	if cfg.Broker.ClientID != "freshet-hub-freshet-hub-1" || cfg.Broker.SharedGroup == "" {
 		t.Errorf("client id %q, shared group %q: each pod needs its own session in one shared group", cfg.Broker.ClientID, cfg.Broker.SharedGroup)
 	}
-	for _, want := range []string{"name: " + cfg.Influx.TokenEnv, "mountPath: " + cfg.DataDir, "kind: StatefulSet", "volumeClaimTemplates"} {
+	for _, want := range []string{"name: " + cfg.Influx.TokenEnv, "mountPath: " + cfg.DataDir, "kind: StatefulSet", "volumeClaimTemplates",
+		"mountPath: " + filepath.Dir(cfg.HTTP.TokenFile)} {
 		if !strings.Contains(manifest, want) {
 			t.Errorf("freshet-hub.yaml lacks %q", want)
 		}

@@ -31,7 +31,13 @@ type Config struct {
 	Workers int            `yaml:"workers"`      // default 4
 	Dead    int            `yaml:"dead_letters"` // refused payloads kept; default 1000
 	HTTP    struct {
-		Listen string `yaml:"listen"`
+		Listen string `yaml:"listen"` // default 127.0.0.1:9274; "off" serves nothing
+		// A token every request needs (but /healthz and /readyz), as
+		// "Authorization: Bearer TOKEN" or as the password of HTTP basic
+		// authentication (what a browser asks for). Required when Listen
+		// is reachable from other machines.
+		TokenFile string `yaml:"token_file"`
+		TokenEnv  string `yaml:"token_env"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -294,6 +300,17 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9274"
+	}
+	if c.HTTP.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			return bad("http.listen", "%v (want host:port or off)", err)
+		}
+	}
+	switch {
+	case c.HTTP.TokenFile != "" && c.HTTP.TokenEnv != "":
+		return bad("http.token_file", "set only one of token_file and token_env")
+	case c.HTTP.Listen != "off" && !broker.IsLoopback(c.HTTP.Listen) && c.HTTP.TokenFile == "" && c.HTTP.TokenEnv == "":
+		return bad("http.token_file", "required: http.listen %s is reachable from other machines, and the page and API show every device (or listen on 127.0.0.1)", c.HTTP.Listen)
 	}
 	switch c.Log.Level {
 	case "":

@@ -48,6 +48,9 @@ type Hub struct {
 	emitter  *emit.Emitter
 	checks   *checks.Runner
 	reg      *prometheus.Registry
+	// httpToken, if set, is required by the page, the API and /metrics.
+	httpToken    string
+	unauthorized prometheus.Counter
 }
 
 // New opens the state file, starts the embedded broker if configured, and
@@ -104,6 +107,15 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		brokerURL = scheme + "://" + h.broker.Addr()
 		h.log.Info("embedded broker listening", "addr", h.broker.Addr())
 	}
+	if h.httpToken, err = cfgfile.Secret("http.token", cfg.HTTP.TokenFile, cfg.HTTP.TokenEnv); err != nil {
+		return fail(err)
+	}
+	if h.httpToken == "" && (cfg.HTTP.TokenFile != "" || cfg.HTTP.TokenEnv != "") {
+		return fail(errors.New("http.token_file: the token is empty"))
+	}
+	h.unauthorized = prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_http_unauthorized_total",
+		Help: "HTTP requests refused for a missing or wrong token (http.token_file)."})
+	o.Registry.MustRegister(h.unauthorized)
 	token, err := cfgfile.Secret("influx.token", cfg.Influx.TokenFile, cfg.Influx.TokenEnv)
 	if err != nil {
 		return fail(err)

@@ -1,10 +1,12 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +21,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/freshet-iot/freshet/hub"
+	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ingest"
 	"github.com/freshet-iot/freshet/hub/schema"
 	"github.com/freshet-iot/freshet/internal/testsvc"
@@ -482,7 +485,14 @@ func TestInfluxOutage(t *testing.T) {
 	if err := r.ix.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r.waitStat(r.m().Readings, uint64(len(vals)))
+	// A worker may be in its backoff when influxd comes back: up to
+	// influx.DefaultMaxBackoff (30 s, full jitter) before its next try.
+	testsvc.WaitFor(t, influx.DefaultMaxBackoff+30*time.Second, "every reading stored", func() error {
+		if n := uint64(promtest.ToFloat64(r.m().Readings)); n != uint64(len(vals)) {
+			return fmt.Errorf("%d readings", n)
+		}
+		return nil
+	})
 	testsvc.WaitFor(t, 20*time.Second, "every batch acked", func() error {
 		acks := r.ackList("gw-out")
 		if len(acks) == 0 || acks[len(acks)-1].Through != uint64(len(bs)) {
@@ -535,4 +545,158 @@ func metricValue(t *testing.T, base, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestHTTPToken: with http.token_file the page, the API and /metrics need
+// the token (bearer, or basic authentication's password); the probes do
+// not; refusals are counted (issue 15).
+func TestHTTPToken(t *testing.T) {
+	t.Setenv("FRESHET_TEST_HTTP_TOKEN", "s3cret-token")
+	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`
+data_dir: %s
+broker: {embedded: {listen: "127.0.0.1:0"}}
+influx: {url: "http://127.0.0.1:9", bucket: db/autogen}
+http: {listen: "0.0.0.0:0", token_env: FRESHET_TEST_HTTP_TOKEN}
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	h, err := hub.New(cfg, hub.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := httptest.NewServer(h.Handler())
+	defer srv.Close()
+	get := func(path string, auth func(*http.Request)) int {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		if auth != nil {
+			auth(req)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bearer := func(tok string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	}
+	basic := func(r *http.Request) { r.SetBasicAuth("anyone", "s3cret-token") }
+	refusedBefore := 0
+	for _, path := range []string{"/", "/api/v1/devices", "/api/v1/rejections", "/metrics"} {
+		if c := get(path, nil); c != http.StatusUnauthorized {
+			t.Errorf("%s without a token: %d", path, c)
+		}
+		if c := get(path, bearer("wrong")); c != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong token: %d", path, c)
+		}
+		refusedBefore += 2
+		if c := get(path, bearer("s3cret-token")); c != http.StatusOK {
+			t.Errorf("%s with the token: %d", path, c)
+		}
+		if c := get(path, basic); c != http.StatusOK {
+			t.Errorf("%s with the token as basic auth: %d", path, c)
+		}
+	}
+	if c := get("/healthz", nil); c != http.StatusOK {
+		t.Errorf("/healthz without a token: %d", c)
+	}
+	if c := get("/readyz", nil); c == http.StatusUnauthorized {
+		t.Errorf("/readyz needs no token: %d", c)
+	}
+	if n := gathered(t, reg, "freshet_hub_http_unauthorized_total"); int(n) != refusedBefore {
+		t.Errorf("unauthorized counted %v, want %d", n, refusedBefore)
+	}
+}
+
+// gathered is the value of the single metric name in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetCounter().GetValue() + mf.Metric[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestSecretsRedacted: passwords in the broker's and InfluxDB's URLs, the
+// broker password and the InfluxDB token appear in no log line and no
+// HTTP response (issue 15, finding 7: /readyz echoed a URL's userinfo).
+func TestSecretsRedacted(t *testing.T) {
+	t.Setenv("FRESHET_TEST_INFLUX_TOKEN", "tok-S3cretTOKEN")
+	t.Setenv("FRESHET_TEST_BROKER_PW", "pw-S3cretBROKER")
+	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`
+data_dir: %s
+broker: {url: "tcp://hubuser:url-S3cretURL1@127.0.0.1:9", username: hubuser, password_env: FRESHET_TEST_BROKER_PW}
+influx: {url: "http://admin:url-S3cretURL2@127.0.0.1:9", bucket: db/autogen, token_env: FRESHET_TEST_INFLUX_TOKEN}
+http: {listen: "off"}
+`, t.TempDir())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	h, err := hub.New(cfg, hub.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testsvc.WaitFor(t, 20*time.Second, "a failed broker connection logged", func() error {
+		if !strings.Contains(logs.String(), "broker session ended") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	srv := httptest.NewServer(h.Handler())
+	defer srv.Close()
+	var bodies strings.Builder
+	for _, path := range []string{"/readyz", "/metrics", "/api/v1/devices", "/api/v1/rejections", "/"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		bodies.Write(b)
+	}
+	if !strings.Contains(bodies.String(), "admin:xxxxx@127.0.0.1:9") {
+		t.Errorf("/readyz does not name the (redacted) InfluxDB URL it cannot reach: %s", bodies.String())
+	}
+	for _, secret := range []string{"S3cretTOKEN", "S3cretBROKER", "S3cretURL1", "S3cretURL2"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("a log line holds %s:\n%s", secret, logs.String())
+		}
+		if strings.Contains(bodies.String(), secret) {
+			t.Errorf("an HTTP response holds %s", secret)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

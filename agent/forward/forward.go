@@ -28,6 +28,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -241,7 +242,7 @@ func (f *Forwarder) session(ctx context.Context) error {
 	}
 	defer c.Disconnect(250)
 	f.count(func(s *Stats) { s.Connects++ })
-	f.log.Info("mqtt: connected", "broker", f.o.Broker)
+	f.log.Info("mqtt: connected", "broker", cfgfile.Redact(f.o.Broker))
 
 	// The callback must never block paho's router: hand acks over, and if
 	// the queue is full drop the ack (the batch is resent and re-acked).

@@ -49,7 +49,7 @@
 // metric, else 0.01 for temperature C, humidity % and pressure hPa, else
 // none (sent as an exact float64). The value true or false becomes a bool.
 // Anything else, to the end of the line, becomes a string (at most 1024
-// bytes of UTF-8). A non-zero exit status, a timeout, more than 64 KiB of
+// bytes of UTF-8, no control characters such as NUL or an ANSI escape). A non-zero exit status, a timeout, more than 64 KiB of
 // output or a line that does not parse fails the read; the error carries the
 // tail of the command's standard error.
 //

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -123,6 +124,11 @@ func parseExecOutput(out []byte, c *Config) ([]Value, error) {
 		} else {
 			if err := checkText(rest); err != nil {
 				return nil, bad("%v", err)
+			}
+			// A control character (NUL, an ANSI escape...) in a text value
+			// is a broken or hostile command, not a reading to store.
+			if i := strings.IndexFunc(rest, unicode.IsControl); i >= 0 {
+				return nil, bad("metric %s: the value holds a control character %U", metric, []rune(rest[i:])[0])
 			}
 			v.Type, v.Str = protocol.String, rest
 		}

@@ -127,6 +127,9 @@ func TestParseExecOutput(t *testing.T) {
 		{out: "a=1 C extra", msg: "at most one unit"},
 		{out: "a=1 \x01", msg: "unit"},
 		{out: "s=\xff", msg: "not valid UTF-8"},
+		{out: "state=on\x00line", msg: "metric state: the value holds a control character U+0000"},
+		{out: "state=\x1b[31mred\x1b[0m", msg: "control character U+001B"},
+		{out: "state=a\tb", msg: "control character U+0009"},
 		{out: "s=" + strings.Repeat("x", 1025), msg: "1025 bytes"},
 		{out: "# only a comment\n\n", msg: "no metric=value line"},
 	} {

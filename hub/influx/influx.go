@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,7 +158,7 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("influx: url: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("influx: url %q: want http(s)://host[:port]", o.URL)
+		return fmt.Errorf("influx: url %q: want http(s)://host[:port]", cfgfile.Redact(o.URL))
 	}
 	if o.Bucket == "" {
 		return errors.New("influx: bucket is required (\"db/rp\" for InfluxDB 1.8)")
@@ -427,7 +428,7 @@ func (w *Writer) Ping(ctx context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(w.closing, cancel)()
 	if _, err := w.client.Ping(ctx); err != nil {
-		return fmt.Errorf("influx: ping %s: %w", w.o.URL, err)
+		return fmt.Errorf("influx: ping %s: %w", cfgfile.Redact(w.o.URL), err)
 	}
 	return nil
 }

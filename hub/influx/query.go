@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 )
 
 // Reader reads back what the hub wrote, through InfluxQL on /query: the
@@ -49,7 +51,7 @@ type ReaderOptions struct {
 func NewReader(o ReaderOptions) (*Reader, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("influx: url %q: want http(s)://host[:port]", o.URL)
+		return nil, fmt.Errorf("influx: url %q: want http(s)://host[:port]", cfgfile.Redact(o.URL))
 	}
 	if o.Database == "" {
 		return nil, errors.New("influx: reader needs a database")

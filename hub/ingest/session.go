@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
 
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -102,7 +103,7 @@ func dial(ctx context.Context, raw string, tlsConf *tls.Config) (net.Conn, error
 		}
 		return (&tls.Dialer{NetDialer: d, Config: cfg}).DialContext(ctx, "tcp", u.Host)
 	}
-	return nil, fmt.Errorf("broker url %q: scheme %q, want tcp or ssl", raw, u.Scheme)
+	return nil, fmt.Errorf("broker url %q: scheme %q, want tcp or ssl", cfgfile.Redact(raw), u.Scheme)
 }
 
 // mqttSession is one connection to the broker.
@@ -122,7 +123,7 @@ func (p *Pipeline) connect(ctx context.Context, clientID string) (*mqttSession, 
 	conn, err := dial(cctx, p.o.Broker.URL, p.o.Broker.TLS)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", p.o.Broker.URL, err)
+		return nil, fmt.Errorf("connect %s: %w", cfgfile.Redact(p.o.Broker.URL), err)
 	}
 	s := &mqttSession{lost: make(chan error, 1)}
 	signal := func(err error) {
@@ -166,9 +167,9 @@ func (p *Pipeline) connect(ctx context.Context, clientID string) (*mqttSession, 
 	if err != nil {
 		conn.Close()
 		if ca != nil {
-			return nil, fmt.Errorf("connect %s as %s: %w (reason 0x%02x)", p.o.Broker.URL, clientID, err, ca.ReasonCode)
+			return nil, fmt.Errorf("connect %s as %s: %w (reason 0x%02x)", cfgfile.Redact(p.o.Broker.URL), clientID, err, ca.ReasonCode)
 		}
-		return nil, fmt.Errorf("connect %s as %s: %w", p.o.Broker.URL, clientID, err)
+		return nil, fmt.Errorf("connect %s as %s: %w", cfgfile.Redact(p.o.Broker.URL), clientID, err)
 	}
 	s.present = ca.SessionPresent
 	return s, nil
@@ -231,7 +232,7 @@ func (p *Pipeline) session(ctx context.Context) error {
 	p.send.Store(&send)
 	p.connected.Store(true)
 	defer p.connected.Store(false)
-	p.log.Info("consuming", "broker", p.o.Broker.URL, "client_id", p.o.Broker.ClientID, "receive_maximum", p.o.Broker.MaxInflight,
+	p.log.Info("consuming", "broker", cfgfile.Redact(p.o.Broker.URL), "client_id", p.o.Broker.ClientID, "receive_maximum", p.o.Broker.MaxInflight,
 		"session_present", batches.present)
 	select {
 	case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -185,4 +186,15 @@ func Load[T any, PT interface {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// Redact returns a URL fit for a log line or a response: any password in
+// it is replaced by "xxxxx" (what does not parse as a URL is returned as
+// "<unparsable URL>", since it may hold one anyway).
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/freshet-iot/freshet/hub"
+	"github.com/freshet-iot/freshet/internal/boundlog"
+	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/internal/version"
 )
 
@@ -52,16 +54,16 @@ func main() {
 	}
 	if *check {
 		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\n",
-			cfg.DataDir, brokerDesc(cfg), cfg.Influx.URL, cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
+			cfg.DataDir, brokerDesc(cfg), cfgfile.Redact(cfg.Influx.URL), cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
 		return
 	}
 	level := new(slog.LevelVar)
 	level.UnmarshalText([]byte(cfg.Log.Level))
 	var log *slog.Logger
 	if cfg.Log.Format == "json" {
-		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		log = slog.New(boundlog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	} else {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		log = slog.New(boundlog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	}
 	// The Go runtime's and the process's metrics (go_memstats_*,
 	// go_goroutines, process_resident_memory_bytes...) next to the hub's.
@@ -83,5 +85,5 @@ func brokerDesc(cfg *hub.Config) string {
 	if cfg.Broker.Embedded != nil {
 		return "embedded, listening on " + cfg.Broker.Embedded.Listen
 	}
-	return cfg.Broker.URL
+	return cfgfile.Redact(cfg.Broker.URL)
 }
