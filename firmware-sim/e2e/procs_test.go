@@ -47,6 +47,7 @@ type agentProcOptions struct {
 	prefix            []string // run bin under this emulator
 	zones             int      // cpu_temp sensors
 	sensors           string   // more sensors, as YAML list items
+	mqtt              string   // more mqtt keys, as YAML flow mapping items: ", username: gw-1"
 }
 
 func startAgentProc(t *testing.T, o agentProcOptions) *agentProc {
@@ -59,11 +60,11 @@ func startAgentProc(t *testing.T, o agentProcOptions) *agentProc {
 data_dir: %s
 sys_root: %s
 commit_log: %s
-mqtt: {broker: %q, backoff_min: 50ms, backoff_max: 500ms, ack_timeout: 2s}
+mqtt: {broker: %q, backoff_min: 50ms, backoff_max: 500ms, ack_timeout: 2s%s}
 outbox: {commit_interval: 200ms, max_batch_age: 500ms}
 http: {listen: "127.0.0.1:%d"}
 sensors:
-`, name, dir, p.root, p.commitLog, brokerURL, port)
+`, name, dir, p.root, p.commitLog, brokerURL, o.mqtt, port)
 	for z := range o.zones {
 		if _, err := sysfs.NewThermalZone(p.root, z, "zone", 40+float64(z)); err != nil {
 			t.Fatal(err)
