@@ -14,11 +14,13 @@ import (
 	"github.com/freshet-iot/freshet/hub/influx"
 )
 
-// Handler serves the fleet page (/), /metrics, /healthz, /readyz,
-// /api/v1/devices and /api/v1/rejections (the newest refused payloads).
+// Handler serves the fleet page (/), a device's page (/device/{id}),
+// /metrics, /healthz, /readyz, /api/v1/devices and /api/v1/rejections
+// (the newest refused payloads).
 func (h *Hub) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", h.page)
+	mux.HandleFunc("/", h.pages.Fleet)
+	mux.HandleFunc("GET /device/{id}", h.pages.Device)
 	mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/freshet-iot/freshet/hub/broker"
@@ -22,6 +24,8 @@ import (
 	"github.com/freshet-iot/freshet/hub/fleet"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ingest"
+	"github.com/freshet-iot/freshet/hub/schema"
+	"github.com/freshet-iot/freshet/hub/web"
 	"github.com/freshet-iot/freshet/hub/window"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
@@ -51,6 +55,7 @@ type Hub struct {
 	// httpToken, if set, is required by the page, the API and /metrics.
 	httpToken    string
 	unauthorized prometheus.Counter
+	pages        *web.Pages
 }
 
 // New opens the state file, starts the embedded broker if configured, and
@@ -165,6 +170,13 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	if err != nil {
 		return fail(err)
 	}
+	smallest := slices.Min(sizes)
+	h.pages = web.New(web.Options{Fleet: h.fleet, Reader: reader, AggregateSuffix: "_" + schema.WindowName(smallest), Topics: topics,
+		DeadLetters: h.pipeline.DeadLetters, Now: o.Now, Logger: o.Logger.With("part", "web"),
+		Totals: func() web.Totals {
+			m := h.pipeline.Metrics()
+			return web.Totals{Readings: counterValue(m.Readings), Corrections: counterValue(m.Corrections)}
+		}})
 	h.emitter, err = emit.New(emit.Options{DB: db, Windows: win, Influx: h.influx, Reader: reader, Statuses: h.fleet,
 		VerifyAfter: time.Duration(cfg.Windows.VerifyAfter), AuditSpan: auditSpan(cfg), AuditEvery: time.Duration(cfg.Windows.VerifyAfter),
 		Registerer: o.Registry, Logger: o.Logger.With("part", "emit"), Now: o.Now})
@@ -272,4 +284,13 @@ func auditSpan(cfg *Config) time.Duration {
 		largest = max(largest, time.Duration(s))
 	}
 	return largest + time.Duration(cfg.Windows.AllowedLateness) + time.Duration(cfg.Windows.IdleTimeout) + time.Minute
+}
+
+// counterValue reads a counter's value.
+func counterValue(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
 }

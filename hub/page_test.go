@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -79,7 +80,8 @@ func TestFleetPageInBrowser(t *testing.T) {
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
 		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -90,6 +92,10 @@ func TestFleetPageInBrowser(t *testing.T) {
 		t.Fatalf("browser: %v", err)
 	}
 	summary, err := chromedp.Run(ctx, chromedp.Text("#summary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attention, err := chromedp.Run(ctx, chromedp.Text("#attention"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +117,12 @@ func TestFleetPageInBrowser(t *testing.T) {
 	if !strings.Contains(summary, "2 devices, 1 online") || !strings.Contains(summary, "open findings 1") || !strings.Contains(summary, "readings stored 320") {
 		t.Errorf("summary %q", summary)
 	}
-	if len(rows) != 2 || !strings.Contains(rows[0], "gw-page-1") || !strings.Contains(rows[0], "online") || !strings.Contains(rows[0], "21.37") || !strings.Contains(rows[1], "gw-page-2") ||
-		!strings.Contains(rows[1], "out_of_range") || strings.Contains(rows[0], "out_of_range") {
+	if attention != "1 reading out of range" {
+		t.Errorf("attention line %q", attention)
+	}
+	// The device with a finding comes first.
+	if len(rows) != 2 || !strings.Contains(rows[1], "gw-page-1") || !strings.Contains(rows[1], "online") || !strings.Contains(rows[1], "21.37") || !strings.Contains(rows[0], "gw-page-2") ||
+		!strings.Contains(rows[0], "out_of_range") || strings.Contains(rows[1], "out_of_range") {
 		t.Errorf("rows %q", rows)
 	}
 	if lines != 2 {
@@ -123,5 +133,67 @@ func TestFleetPageInBrowser(t *testing.T) {
 	}
 	if os.Getenv("FRESHET_KEEP_SCREENSHOT") != "" {
 		os.WriteFile(os.Getenv("FRESHET_KEEP_SCREENSHOT"), png, 0o644)
+	}
+
+	// The device page, reached from the fleet table's link: its series
+	// from InfluxDB over the last hour, its open finding and the batch it
+	// had refused.
+	r.publish("gw-page-2", []byte("not a batch"))
+	r.waitStat(r.m().Rejections.WithLabelValues("malformed"), 1)
+	testsvc.WaitFor(t, 30*time.Second, "a 1 m aggregate of gw-page-2 in InfluxDB", func() error {
+		if len(r.aggregates("gw-page-2")) == 0 {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx, chromedp.Click(`tr.device[data-device="gw-page-2"] a`), chromedp.WaitVisible("#charts")); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Text("#device"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	charts, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#charts .chart")].map(c => c.dataset.series + " " + c.innerText.replace(/\s+/g, " "))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[[]int](`["#charts svg polyline.raw", "#charts svg polygon.band"].map(s => document.querySelectorAll(s).length)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	findings, err := chromedp.Run(ctx, chromedp.Text("#findings"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := chromedp.Run(ctx, chromedp.Text("#refused"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot = filepath.Join(t.TempDir(), "device.png")
+	os.WriteFile(shot, png, 0o644)
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+	if os.Getenv("FRESHET_KEEP_DEVICE_SCREENSHOT") != "" {
+		os.WriteFile(os.Getenv("FRESHET_KEEP_DEVICE_SCREENSHOT"), png, 0o644)
+	}
+	if title != "gw-page-2" {
+		t.Errorf("device page title %q", title)
+	}
+	// One chart, bme280's temperature, its last reading one of the values
+	// after the hot ones (20-22.9 C), the range's top at 150 C.
+	if len(charts) != 1 || !strings.HasPrefix(charts[0], "bme280/temperature") || !regexp.MustCompile(`· 2\d\.\d+ C at`).MatchString(charts[0]) || !strings.Contains(charts[0], "150 C") {
+		t.Errorf("charts %q", charts)
+	}
+	if drawn[0] != 1 || drawn[1] != 1 {
+		t.Errorf("%d raw lines and %d 1 m bands, want one each", drawn[0], drawn[1])
+	}
+	if !strings.Contains(findings, "out_of_range") || !strings.Contains(findings, "bme280/temperature") {
+		t.Errorf("findings %q", findings)
+	}
+	if !strings.Contains(refused, "malformed") {
+		t.Errorf("refused batches %q", refused)
 	}
 }

@@ -255,27 +255,43 @@ func (f *Fleet) Devices() []Device {
 	defer f.mu.Unlock()
 	out := make([]Device, 0, len(f.devices))
 	for _, d := range f.devices {
-		c := d.view
-		c.LastSeq = make(map[string]uint64, len(d.view.LastSeq))
-		for k, v := range d.view.LastSeq {
-			c.LastSeq[k] = v
-		}
-		c.Sensors = slices.Clone(d.view.Sensors)
-		for _, r := range d.recent {
-			s := *r
-			s.Recent = slices.Clone(r.Recent)
-			if n := len(s.Recent); n > 0 {
-				s.Last = s.Recent[n-1].V
-			}
-			c.Series = append(c.Series, s)
-		}
-		for _, fd := range d.findings {
-			c.Findings = append(c.Findings, findingView(fd))
-		}
-		out = append(out, c)
+		out = append(out, d.copyView())
 	}
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.Device, b.Device) })
 	return out
+}
+
+// Device returns one device's view, if the hub has heard from it.
+func (f *Fleet) Device(name string) (Device, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.devices[name]
+	if !ok {
+		return Device{}, false
+	}
+	return d.copyView(), true
+}
+
+// copyView is a copy of the device's view that shares nothing with it.
+func (d *device) copyView() Device {
+	c := d.view
+	c.LastSeq = make(map[string]uint64, len(d.view.LastSeq))
+	for k, v := range d.view.LastSeq {
+		c.LastSeq[k] = v
+	}
+	c.Sensors = slices.Clone(d.view.Sensors)
+	for _, r := range d.recent {
+		s := *r
+		s.Recent = slices.Clone(r.Recent)
+		if n := len(s.Recent); n > 0 {
+			s.Last = s.Recent[n-1].V
+		}
+		c.Series = append(c.Series, s)
+	}
+	for _, fd := range d.findings {
+		c.Findings = append(c.Findings, findingView(fd))
+	}
+	return c
 }
 
 // Obs is one device's observations for the quality checks.

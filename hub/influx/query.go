@@ -165,6 +165,34 @@ func (r *Reader) CountDevice(ctx context.Context, device string, start, end int6
 	return out, nil
 }
 
+// Table is rows of one measurement: the column names ("time" first, in
+// Unix ns) and per row the values (json.Number, string, bool or nil).
+type Table struct {
+	Columns []string
+	Rows    [][]any
+}
+
+// Latest returns the newest limit rows of measurement tagged with the
+// device, newest first (gap notices, quality findings).
+func (r *Reader) Latest(ctx context.Context, measurement, device string, limit int) (Table, error) {
+	q := fmt.Sprintf(`SELECT * FROM %s WHERE "device" = %s ORDER BY time DESC LIMIT %d`, ident(measurement), literal(device), limit)
+	res, err := r.do(ctx, q)
+	if err != nil {
+		return Table{}, err
+	}
+	var t Table
+	for _, st := range res.Results {
+		if st.Error != "" {
+			return Table{}, fmt.Errorf("influx: query: %s", clip(st.Error))
+		}
+		for _, se := range st.Series {
+			t.Columns = se.Columns
+			t.Rows = append(t.Rows, se.Values...)
+		}
+	}
+	return t, nil
+}
+
 // result is /query's JSON.
 type result struct {
 	Results []struct {
