@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Open opens a new bbolt file in a temporary directory of tb (nil options:
@@ -41,7 +42,7 @@ func Check(tb testing.TB, db *bolt.DB) {
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if err != nil && !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		tb.Errorf("check bbolt %s: %v", db.Path(), err)
 	}
 }
