@@ -168,6 +168,8 @@ type Pipeline struct {
 	// influxRefused is set while InfluxDB refuses writes for a reason that
 	// is not the data's (401, 404): the hub is then not ready.
 	influxRefused atomic.Bool
+	// codecs decode statuses in the brokers' goroutines.
+	codecs sync.Pool
 }
 
 // record is one message on its way through the pipeline.
@@ -251,6 +253,7 @@ func New(o Options) (*Pipeline, error) {
 	o.Limits = o.Limits.WithDefaults()
 	p := &Pipeline{o: o, log: o.Logger, in: make(chan Message, o.Broker.MaxInflight),
 		done: make(chan *record, o.Broker.MaxInflight)}
+	p.codecs.New = func() any { return protocol.NewCodec(o.Limits) }
 	p.metrics = newMetrics(o.Registerer, func() float64 { return float64(len(p.in)) }, func() float64 {
 		if p.connected.Load() {
 			return 1

@@ -146,7 +146,7 @@ func (p *Pipeline) connect(ctx context.Context, clientID string) (*mqttSession, 
 		},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			if pr.Packet.QoS == 0 { // a status: outside Receive Maximum, and nothing to ack
-				p.intakeStatus(ctx, &localMessage{topic: pr.Packet.Topic, payload: pr.Packet.Payload})
+				p.statusMessage(pr.Packet.Topic, pr.Packet.Payload)
 				return true, nil
 			}
 			p.intake(ctx, &brokerMessage{pub: pr.Packet, client: pr.Client})
@@ -196,6 +196,29 @@ func (s *mqttSession) subscribe(ctx context.Context, batches, statuses string) e
 	return nil
 }
 
+// resubscribe subscribes to filter again at QoS 0 on a kept session, so
+// that the broker sends its retained messages again. mochi answers 0x91
+// (packet identifier in use) when the SUBSCRIBE's id is one of the
+// batches it is handing to the hub again (it keeps both directions' ids in
+// one store); paho takes the next id at each try.
+func (s *mqttSession) resubscribe(ctx context.Context, filter string) error {
+	const idInUse = 0x91
+	for try := 0; ; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sa, err := s.c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 0}}})
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case sa != nil && len(sa.Reasons) == 1 && sa.Reasons[0] == idInUse && try < 65535:
+			continue
+		case sa != nil:
+			return fmt.Errorf("subscribe to %s: %w (reasons %v)", filter, err, sa.Reasons)
+		}
+		return fmt.Errorf("subscribe to %s: %w", filter, err)
+	}
+}
+
 // session runs one broker session. It is persistent: what was taken and
 // not acked when the hub stopped is handed to it again when it comes back.
 // It is the hub's only session, so that a broker may bind client ids to
@@ -207,18 +230,20 @@ func (p *Pipeline) session(ctx context.Context) error {
 		return err
 	}
 	defer batches.close()
-	// A session the broker kept still holds the subscriptions (and mochi
-	// refuses a SUBSCRIBE whose packet id collides with a batch it is
-	// handing to the hub again). It then misses the retained statuses
-	// until each agent sends its next (every status_interval, 60 s).
+	// A session the broker kept still holds the subscriptions; the status
+	// subscription is made again, for the retained statuses (what a hub
+	// that restarted knows of the fleet: sensors, intervals, marks).
+	statusFilter := p.o.Topics.Filter(protocol.TopicStatus)
 	if !batches.present {
 		prefix := ""
 		if p.o.Broker.SharedGroup != "" {
 			prefix = "$share/" + p.o.Broker.SharedGroup + "/"
 		}
-		if err := batches.subscribe(ctx, prefix+p.o.Topics.Filter(protocol.TopicBatch), p.o.Topics.Filter(protocol.TopicStatus)); err != nil {
+		if err := batches.subscribe(ctx, prefix+p.o.Topics.Filter(protocol.TopicBatch), statusFilter); err != nil {
 			return err
 		}
+	} else if err := batches.resubscribe(ctx, statusFilter); err != nil {
+		return err
 	}
 	p.metrics.Connects.Inc()
 	// Agents' acks go at QoS 0: a lost ack costs a resend, which is acked
@@ -262,15 +287,6 @@ func (p *Pipeline) intake(ctx context.Context, m Message) {
 	}
 }
 
-// intakeStatus hands a status to the workers, waiting while the intake is
-// full (statuses are outside Receive Maximum: that is no breach).
-func (p *Pipeline) intakeStatus(ctx context.Context, m Message) {
-	select {
-	case p.in <- m:
-	case <-ctx.Done():
-	}
-}
-
 // localMessage is a Message of the broker in this process: it needs no
 // ack (the broker dies with the hub; agents send again what was not acked).
 type localMessage struct {
@@ -293,7 +309,7 @@ func (p *Pipeline) local(ctx context.Context) {
 	deliver := func(topic string, payload []byte) { p.intake(ctx, &localMessage{topic, bytes.Clone(payload)}) }
 	detach := b.Attach(group, p.o.Broker.ClientID, deliver)
 	defer detach()
-	if err := b.Subscribe(p.o.Topics.Filter(protocol.TopicStatus), 1, deliver); err != nil {
+	if err := b.Subscribe(p.o.Topics.Filter(protocol.TopicStatus), 1, p.statusMessage); err != nil {
 		p.log.Error("subscribe to statuses", "err", err)
 	}
 	send := b.Publish

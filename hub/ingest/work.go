@@ -51,6 +51,33 @@ func (p *Pipeline) worker(ctx context.Context) {
 	}
 }
 
+// status hands a device's status to the fleet. Statuses are cheap and
+// never wait behind batches (an InfluxDB outage holds those up): the
+// broker sessions call it as they receive them.
+func (p *Pipeline) status(codec *protocol.Codec, device string, payload []byte) {
+	if len(payload) == 0 { // an empty retained payload clears the topic
+		return
+	}
+	if s, err := codec.DecodeStatus(payload); err == nil && s.Device == device {
+		p.o.Fleet.Status(s, p.o.Now())
+	} else {
+		p.metrics.Rejections.WithLabelValues("status_" + reasonOf(err, "device_mismatch")).Inc()
+	}
+}
+
+// statusMessage hands a status received on topic to the fleet, with a
+// codec of its own (the embedded broker calls it in many connections).
+func (p *Pipeline) statusMessage(topic string, payload []byte) {
+	device, kind, err := p.o.Topics.Parse(topic)
+	if err != nil || kind != protocol.TopicStatus {
+		p.metrics.Rejections.WithLabelValues("bad_topic").Inc()
+		return
+	}
+	codec := p.codecs.Get().(*protocol.Codec)
+	defer p.codecs.Put(codec)
+	p.status(codec, device, payload)
+}
+
 // take decodes a message into a record for the committer and renders its
 // raw points into lines; it appends nothing for messages fully handled here.
 func (p *Pipeline) take(codec *protocol.Codec, m Message, lines *influx.Lines, group []*record) []*record {
@@ -62,13 +89,7 @@ func (p *Pipeline) take(codec *protocol.Codec, m Message, lines *influx.Lines, g
 	}
 	r.device = device
 	if kind == protocol.TopicStatus {
-		if len(m.Payload()) > 0 { // an empty retained payload clears the topic
-			if s, err := codec.DecodeStatus(m.Payload()); err == nil && s.Device == device {
-				p.o.Fleet.Status(s, p.o.Now())
-			} else {
-				p.metrics.Rejections.WithLabelValues("status_" + reasonOf(err, "device_mismatch")).Inc()
-			}
-		}
+		p.status(codec, device, m.Payload())
 		m.Ack()
 		return group
 	}
