@@ -46,7 +46,6 @@ type Writer interface {
 type Fleet interface {
 	Observations() map[string]*fleet.Obs
 	SetFindings(per map[string][]quality.Finding)
-	Settled(device string) (epoch, settled uint64, ok bool)
 }
 
 // Options configure a Runner.
@@ -285,15 +284,16 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			moved := false
-			if ep, settled, ok := r.o.Fleet.Settled(name); ok && settled > cust.MaxLocal[ep] {
-				moved = true // its agent went on at another hub
-			}
 			p := int64(math.MinInt64)
 			if ok {
 				p = wm - lateness
 			}
-			if o.Idle && o.StatusTime >= floor && !moved {
+			// A status that said nothing was waiting moves the device's
+			// progress to its time only where this hub applied the last
+			// seq the agent had sealed: where another hub applied it, this
+			// hub lacks the device's latest readings, whatever the agent's
+			// settled mark says (it lags behind seqs settled out of order).
+			if o.Idle && o.StatusTime >= floor && cust.HoldsLast(o.Epoch, o.LastSeq) {
 				p = max(p, o.StatusTime-lateness)
 			}
 			if p <= r.progress[name] || p < floor || stoppedAt >= 0 {

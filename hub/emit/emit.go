@@ -11,9 +11,11 @@
 // and a hub may restart on an empty or old data dir, so another hub (or
 // this hub's lost state) may hold readings of a window. The ledger says
 // where (ledger.Custody): readings this hub lacks below its latest run of
-// seqs are stamped at or before SharedBefore, and a status whose settled
-// mark is above the seqs this hub applied says the device went on
-// elsewhere. A window that may be shared is rebuilt before it is emitted:
+// seqs are stamped at or before SharedBefore, and a status says the device
+// went on elsewhere when its settled mark is above the seqs this hub
+// applied, or when it said nothing was waiting and this hub did not apply
+// its last seq (the mark lags behind seqs settled out of order). A window
+// that may be shared is rebuilt before it is emitted:
 // its raw rows are read back from InfluxDB (InfluxQL) and merged into the
 // window state (window.Store.Hydrate), and the aggregate is computed from
 // them. Because other hubs may be writing the same window at the same
@@ -38,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/freshet-iot/freshet/hub/fleet"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ledger"
 	"github.com/freshet-iot/freshet/hub/schema"
@@ -76,9 +79,9 @@ type Reader interface {
 	CountDevice(ctx context.Context, device string, start, end int64) ([]influx.SeriesCount, error)
 }
 
-// Statuses tell a device's settled mark from its last status (hub/fleet).
+// Statuses tell what a device's last status said of its seqs (hub/fleet).
 type Statuses interface {
-	Settled(device string) (epoch, settled uint64, ok bool)
+	Seqs(device string) (fleet.Seqs, bool)
 }
 
 // Options configure an Emitter.
@@ -291,8 +294,11 @@ func (c *custody) of(tx *bolt.Tx, device string) (custodyOf, error) {
 	}
 	v := custodyOf{sharedBefore: l.SharedBefore}
 	if c.e.o.Statuses != nil {
-		if epoch, settled, ok := c.e.o.Statuses.Settled(device); ok && settled > l.MaxLocal[epoch] {
-			v.moved = true // its agent has seqs settled that this hub never applied
+		// Its agent has seqs settled that this hub never applied: by its
+		// settled mark, or, since the mark lags behind seqs settled out of
+		// order, by the last seq it had sealed when nothing was waiting.
+		if s, ok := c.e.o.Statuses.Seqs(device); ok && (s.Settled > l.MaxLocal[s.Epoch] || s.Idle && !l.HoldsLast(s.Epoch, s.LastSeq)) {
+			v.moved = true
 		}
 	}
 	c.seen[device] = v

@@ -74,8 +74,9 @@ type obs struct {
 	unsetReadings int64
 	clockSetAt    int64
 	intervals     map[string]time.Duration // sensor -> read interval
-	// the agent's settled mark in its epoch, from its last status (v2)
-	epoch, settled uint64
+	// its epoch and last seq sealed, from its last online status, and its
+	// settled mark in that epoch (the highest its statuses gave; v2)
+	epoch, lastSeq, settled uint64
 }
 
 // New returns an empty fleet.
@@ -196,6 +197,7 @@ func (f *Fleet) Status(s *protocol.Status, now time.Time) {
 	if s.Epoch != o.epoch || s.Settled > o.settled {
 		o.epoch, o.settled = s.Epoch, s.Settled
 	}
+	o.lastSeq = s.LastSeq
 	o.backlog, o.backlogBats = s.Backlog.Readings, s.Backlog.Batches
 	v := &d.view
 	v.State, v.AgentVersion, v.ClockSynced, v.Notice = s.State, s.AgentVersion, s.ClockSynced, s.Notice
@@ -211,18 +213,40 @@ func (f *Fleet) Status(s *protocol.Status, now time.Time) {
 	}
 }
 
-// Settled returns the device's settled mark and its epoch from its last
-// online status (ok false: no status with one yet). Every hub sees every
-// status: a mark above what this hub applied says another hub (or this
-// hub's lost state) holds the rest of the epoch.
-func (f *Fleet) Settled(device string) (epoch, settled uint64, ok bool) {
+// Seqs is what a device's last online status says of the seqs of its
+// epoch. Every hub sees every status: a hub compares them with the seqs it
+// applied itself (ledger.Custody) to tell whether another hub, or its own
+// lost state, holds some of the device's readings.
+type Seqs struct {
+	Epoch uint64
+	// LastSeq is the highest seq the agent had sealed in Epoch.
+	LastSeq uint64
+	// Settled is the agent's settled mark (the highest its statuses in
+	// Epoch gave, version 2): every seq up to it was settled by a hub's
+	// ack. It is a lower bound only: when hubs settle seqs out of order it
+	// can stay below them (an agent forgets a seq settled above its mark
+	// once the batch is off its disk) until a later ack raises it, and
+	// forever when the agent sends nothing more.
+	Settled uint64
+	// Idle: the status said nothing was waiting on the agent's disk, so
+	// every seq up to LastSeq was settled.
+	Idle bool
+}
+
+// Seqs returns what the device's last online status says of its seqs (ok
+// false: no online status yet).
+func (f *Fleet) Seqs(device string) (s Seqs, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d := f.devices[device]
-	if d == nil || d.obs.settled == 0 {
-		return 0, 0, false
+	if d == nil || !d.obs.haveStatus {
+		return Seqs{}, false
 	}
-	return d.obs.epoch, d.obs.settled, true
+	return d.obs.seqs(), true
+}
+
+func (o *obs) seqs() Seqs {
+	return Seqs{Epoch: o.epoch, LastSeq: o.lastSeq, Settled: o.settled, Idle: o.haveStatus && o.backlog == 0}
 }
 
 // Merged records what merging a device's batch did: windows its late
@@ -297,9 +321,10 @@ func (d *device) copyView() Device {
 // Obs is one device's observations for the quality checks.
 type Obs struct {
 	quality.DeviceObs
-	// Idle: its last online status said nothing was waiting on its disk;
-	// StatusTime is that status's time, on its clock.
-	Idle       bool
+	// Seqs are what its last online status said of its seqs (Idle: that
+	// nothing was waiting on its disk); StatusTime is that status's time,
+	// on its clock.
+	Seqs
 	StatusTime int64
 	// Intervals are its sensors' read intervals from its status.
 	Intervals map[string]time.Duration
@@ -313,7 +338,7 @@ func (f *Fleet) Observations() map[string]*Obs {
 	out := make(map[string]*Obs, len(f.devices))
 	for name, d := range f.devices {
 		o := &d.obs
-		s := &Obs{Idle: o.haveStatus && o.backlog == 0, StatusTime: o.statusTime, Intervals: o.intervals}
+		s := &Obs{Seqs: o.seqs(), StatusTime: o.statusTime, Intervals: o.intervals}
 		s.LastAlive, s.LastWill, s.Backlog = o.lastAlive, o.lastWill, o.backlog
 		s.ClockUnset, s.UnsetSince, s.UnsetReadings, s.ClockSetAt = o.unset, o.unsetSince, o.unsetReadings, o.clockSetAt
 		// Old batches of a backlog say nothing about the clock: judge it

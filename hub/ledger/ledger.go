@@ -308,6 +308,17 @@ type Custody struct {
 	MaxLocal map[uint64]uint64
 }
 
+// HoldsLast reports whether this hub applied lastSeq, the highest seq the
+// agent had sealed in epoch (from its status), or a later one. Then every
+// reading the agent had sealed is held here or stamped at or before
+// SharedBefore: the seqs up to the latest run are covered by its Before,
+// and there is nothing above it. When it did not, another hub (or this
+// hub's lost state) may hold the device's latest readings, whatever the
+// agent's settled mark says (it lags behind seqs settled out of order).
+func (c Custody) HoldsLast(epoch, lastSeq uint64) bool {
+	return lastSeq > 0 && c.MaxLocal[epoch] >= lastSeq
+}
+
 // CustodyOf reads the device's custody from every epoch it has in the ledger.
 func CustodyOf(tx *bolt.Tx, device string) (Custody, error) {
 	c := Custody{SharedBefore: math.MinInt64}

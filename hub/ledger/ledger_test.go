@@ -189,6 +189,16 @@ func TestPersist(t *testing.T) {
 		if err != nil || c.SharedBefore != 1<<62 || c.MaxLocal[0xdeadbeef] != 43 || c.MaxLocal[2] != 9 {
 			t.Fatalf("custody %+v, %v", c, err)
 		}
+		// The last seq sealed says whether this hub holds the latest
+		// readings; nothing sealed, or another epoch, says it does not.
+		for _, h := range []struct {
+			epoch, last uint64
+			want        bool
+		}{{0xdeadbeef, 43, true}, {0xdeadbeef, 42, true}, {0xdeadbeef, 44, false}, {2, 9, true}, {2, 10, false}, {3, 1, false}, {0xdeadbeef, 0, false}} {
+			if got := c.HoldsLast(h.epoch, h.last); got != h.want {
+				t.Errorf("HoldsLast(%x, %d) = %v, want %v", h.epoch, h.last, got, h.want)
+			}
+		}
 		if c, _ := ledger.CustodyOf(tx, "gw-"); c.MaxLocal != nil {
 			t.Fatalf("a device id's prefix has custody %+v", c)
 		}
