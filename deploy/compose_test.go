@@ -1,7 +1,7 @@
 package deploy_test
 
 import (
-	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -131,45 +131,49 @@ func TestComposeStack(t *testing.T) {
 	}
 }
 
-// TestDashboard checks the Grafana dashboard against the hub: every
-// InfluxDB measurement it reads is one the hub writes, every Prometheus
-// metric is one the hub exposes, and every datasource is provisioned.
+// TestDashboard checks the Grafana dashboard against the hub and the
+// stack: every InfluxDB measurement its InfluxQL reads is one the hub
+// writes, every Prometheus metric is one the hub exposes, every datasource
+// is provisioned, and the InfluxDB datasource speaks InfluxQL to the
+// compose stack's bucket with its token. TestDashboardQueries runs the
+// queries.
 func TestDashboard(t *testing.T) {
-	var dash struct {
-		Panels []struct {
-			Title      string               `json:"title"`
-			Datasource struct{ UID string } `json:"datasource"`
-			Targets    []struct {
-				Query string `json:"query"`
-				Expr  string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	data, err := os.ReadFile("compose/grafana/dashboards/freshet.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatal(err)
-	}
-	ds, _ := os.ReadFile("compose/grafana/datasources/datasources.yaml")
+	dash := readDashboard(t)
 	metricNames := hubMetricNames(t)
 	measurements := map[string]bool{schema.GapMeasurement: true, schema.QualityMeasurement: true, "temperature": true} // raw: the metric name (the fleet's)
 	for _, size := range []time.Duration{time.Minute, time.Hour} {
 		measurements["temperature_"+schema.WindowName(size)] = true
 	}
-	if len(dash.Panels) < 8 {
-		t.Fatalf("%d panels", len(dash.Panels))
+	fromRe := regexp.MustCompile(`(?i)\bFROM\s+("[^"]+"(?:\s*,\s*"[^"]+")*)`)
+	checkInfluxQL := func(what, q string) {
+		froms := fromRe.FindAllStringSubmatch(q, -1)
+		if strings.Contains(q, "|>") || len(froms) == 0 {
+			t.Errorf("%s: not InfluxQL reading a measurement: %s", what, q)
+		}
+		for _, f := range froms {
+			for _, m := range regexp.MustCompile(`"([^"]+)"`).FindAllStringSubmatch(f[1], -1) {
+				if !measurements[m[1]] {
+					t.Errorf("%s reads measurement %s, which the hub does not write", what, m[1])
+				}
+			}
+		}
 	}
+	ds := provisionedDatasources(t)
+	panels := 0
 	for _, p := range dash.Panels {
-		if !strings.Contains(string(ds), "uid: "+p.Datasource.UID) {
+		if p.Type == "row" {
+			continue
+		}
+		panels++
+		if _, ok := ds[p.Datasource.UID]; !ok {
 			t.Errorf("panel %q: datasource %q is not provisioned", p.Title, p.Datasource.UID)
 		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no queries", p.Title)
+		}
 		for _, tg := range p.Targets {
-			for _, m := range regexp.MustCompile(`_measurement == "([^"]+)"`).FindAllStringSubmatch(tg.Query, -1) {
-				if !measurements[m[1]] {
-					t.Errorf("panel %q reads measurement %s, which the hub does not write", p.Title, m[1])
-				}
+			if ds[p.Datasource.UID].Type == "influxdb" {
+				checkInfluxQL(fmt.Sprintf("panel %q", p.Title), tg.Query)
 			}
 			for _, m := range regexp.MustCompile(`freshet_hub_[a-z_]+`).FindAllString(tg.Expr, -1) {
 				if !slices.Contains(metricNames, m) {
@@ -178,16 +182,77 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 	}
+	if panels < 12 {
+		t.Errorf("%d panels", panels)
+	}
+	for _, v := range dash.Templating.List {
+		checkInfluxQL("variable "+v.Name, v.Query)
+	}
+
+	// The InfluxDB datasource: InfluxQL on the stack's bucket (2.x maps a
+	// database of the bucket's name to it), the token in the header.
+	var c composeFile
+	data, _ := os.ReadFile("compose/compose.yaml")
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatal(err)
+	}
+	ix := ds["freshet-influx"]
+	influxSvc := c.Services["influxdb"]
+	u, _ := url.Parse(ix.URL)
+	if ix.Type != "influxdb" || ix.JSONData["version"] != "InfluxQL" || ix.JSONData["dbName"] != influxSvc.Environment["DOCKER_INFLUXDB_INIT_BUCKET"] ||
+		u == nil || u.Hostname() != "influxdb" {
+		t.Errorf("InfluxDB datasource %+v: want InfluxQL on database %q at the influxdb service", ix, influxSvc.Environment["DOCKER_INFLUXDB_INIT_BUCKET"])
+	}
+	if ix.JSONData["httpHeaderName1"] != "Authorization" || ix.SecureJSONData["httpHeaderValue1"] != "Token ${INFLUX_TOKEN}" ||
+		c.Services["grafana"].Environment["INFLUX_TOKEN"] != influxSvc.Environment["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] {
+		t.Errorf("InfluxDB datasource sends header %v: %v; grafana's $INFLUX_TOKEN is %q", ix.JSONData["httpHeaderName1"],
+			ix.SecureJSONData["httpHeaderValue1"], c.Services["grafana"].Environment["INFLUX_TOKEN"])
+	}
+	if prom := ds["freshet-prometheus"]; prom.Type != "prometheus" {
+		t.Errorf("Prometheus datasource %+v", prom)
+	}
 }
 
-// hubMetricNames builds a hub (not run: it connects to nothing) and lists
-// the metrics its registry exposes.
+type datasource struct {
+	Type           string            `yaml:"type"`
+	URL            string            `yaml:"url"`
+	JSONData       map[string]string `yaml:"jsonData"`
+	SecureJSONData map[string]string `yaml:"secureJsonData"`
+}
+
+// provisionedDatasources reads Grafana's provisioned datasources by uid.
+func provisionedDatasources(t *testing.T) map[string]datasource {
+	t.Helper()
+	data, err := os.ReadFile("compose/grafana/datasources/datasources.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Datasources []struct {
+			UID        string `yaml:"uid"`
+			datasource `yaml:",inline"`
+		} `yaml:"datasources"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]datasource{}
+	for _, d := range f.Datasources {
+		out[d.UID] = d.datasource
+	}
+	return out
+}
+
+// hubMetricNames builds a hub with its embedded broker (not run: it
+// connects to nothing) and lists the metrics its registry exposes: the
+// pipeline's, and the embedded broker's, which a hub on another broker
+// does not have.
 func hubMetricNames(t *testing.T) []string {
 	t.Helper()
 	t.Setenv("FRESHET_TEST_METRICS_TOKEN", "user:password")
 	cfg, err := hub.ParseConfig(strings.NewReader(`
 data_dir: ` + t.TempDir() + `
-broker: {url: "tcp://127.0.0.1:1"}
+broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: "http://127.0.0.1:1", bucket: x/autogen, token_env: FRESHET_TEST_METRICS_TOKEN}
 http: {listen: "off"}
 `))
@@ -203,7 +268,8 @@ http: {listen: "off"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(names, "freshet_hub_readings_total") || !slices.Contains(names, "freshet_hub_quality_open_findings") {
+	if !slices.Contains(names, "freshet_hub_readings_total") || !slices.Contains(names, "freshet_hub_quality_open_findings") ||
+		!slices.Contains(names, "freshet_hub_broker_refused_connections_total") {
 		t.Fatalf("the hub's registry lists %v", names)
 	}
 	return names

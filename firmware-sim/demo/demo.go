@@ -67,6 +67,8 @@ func Run(ctx context.Context, o Options) error {
 		influxURL, bucket, token = ix.URL, db+"/autogen", ix.Token
 	} else if bucket == "" {
 		bucket = db
+	} else {
+		db, _, _ = strings.Cut(bucket, "/") // InfluxDB 2.x maps a database of the bucket's name to it
 	}
 	brokerPort, err := localsvc.FreePort()
 	if err != nil {
@@ -145,10 +147,8 @@ func Run(ctx context.Context, o Options) error {
 	go func() { defer close(fleetDone); f.Run(fleetCtx) }()
 	defer func() { stopFleet(); <-fleetDone }()
 
-	q := "SELECT last(\"value\") FROM \"temperature\" WHERE time > now() - 5m GROUP BY device, sensor"
-	qa := "SELECT \"mean\", \"min\", \"max\", \"count\" FROM \"temperature_1m\" WHERE time > now() - 1h GROUP BY device"
-	qq := "SELECT \"state\", \"detail\" FROM \"freshet_quality\" WHERE time > now() - 1h GROUP BY device, kind, sensor, metric"
-	qe := "SELECT last(\"value\") FROM \"energy\",\"power\",\"voltage\" WHERE time > now() - 5m GROUP BY device, sensor"
+	qs := Queries()
+	raw, aggs, findings, gaps, meter := qs[0], qs[1], qs[2], qs[3], qs[4]
 	field := ""
 	for _, d := range f.Devices {
 		if d.Field != nil {
@@ -157,20 +157,22 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if field != "" {
-		field += fmt.Sprintf("  meter        the raw-data query with '%s'\n", "q="+qe)
+		field += fmt.Sprintf("  %-12s the same with 'q=%s'\n", meter.Name, meter.InfluxQL)
 	}
 	fmt.Fprintf(out, `
 freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded broker) -> InfluxDB
   fleet page   %s/   (JSON: %s/api/v1/devices)
   metrics      %s/metrics
   InfluxDB     %s  bucket %s
-  raw data     curl -G %s/query -u %q --data-urlencode "db=%s" --data-urlencode '%s'
-  aggregates   the same with '%s' (1 m windows close about 75 s after their end)
-  findings     the same with '%s' (data quality: stuck chips, offline gateways ...)
+  %-12s curl -G %s/query -H "Authorization: Token %s" --data-urlencode "db=%s" --data-urlencode 'q=%s'
+  %-12s the same with 'q=%s' (1 m windows close about 75 s after their end)
+  %-12s the same with 'q=%s' (data quality: stuck chips, offline gateways ...)
+  %-12s the same with 'q=%s' (readings gateways dropped under their disk bound)
 %s  logs         %s
 Ctrl-C stops everything.
 
-`, o.Devices, base, base, base, influxURL, bucket, influxURL, token, db, "q="+q, "q="+qa, "q="+qq, field, logf.Name())
+`, o.Devices, base, base, base, influxURL, bucket, raw.Name, influxURL, token, db, raw.InfluxQL,
+		aggs.Name, aggs.InfluxQL, findings.Name, findings.InfluxQL, gaps.Name, gaps.InfluxQL, field, logf.Name())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -188,6 +190,26 @@ Ctrl-C stops everything.
 				int64(m["freshet_hub_readings_total"]), s.BacklogReadings, s.LinksDown, s.Devices,
 				int64(m["freshet_hub_window_corrections_total"]), s.Dropped, int64(m["freshet_hub_batches_total{result=\"rejected\"}"]))
 		}
+	}
+}
+
+// Query is an InfluxQL query the demo prints.
+type Query struct {
+	Name     string // what it shows: raw data, aggregates ...
+	InfluxQL string
+}
+
+// Queries are the InfluxQL queries the demo prints, in the order printed:
+// raw data, aggregates, findings, gaps, and the field gateways' meter. They
+// run as they are (no dashboard macros) against the database the hub
+// writes; deploy's TestDashboardQueries runs each against a real influxd.
+func Queries() []Query {
+	return []Query{
+		{"raw data", `SELECT last("value") FROM "temperature" WHERE time > now() - 5m GROUP BY "device", "sensor"`},
+		{"aggregates", `SELECT "mean", "min", "max", "count" FROM "temperature_1m" WHERE time > now() - 1h GROUP BY "device", "sensor"`},
+		{"findings", `SELECT "state", "detail" FROM "freshet_quality" WHERE time > now() - 1h GROUP BY "device", "kind", "sensor", "metric"`},
+		{"gaps", `SELECT "readings" FROM "freshet_gaps" WHERE time > now() - 1h GROUP BY "device"`},
+		{"meter", `SELECT last("value") FROM "energy", "power", "voltage" WHERE time > now() - 5m GROUP BY "device", "sensor"`},
 	}
 }
 
