@@ -52,12 +52,22 @@ type delta struct {
 	settled, rejected, dropped, invalid, sealed uint64
 	rejectedSeqs                                []uint64 // deleted batches the hub rejected
 	droppedNewest                               int
+	// mark is the settled mark once the settled batches are deleted: the
+	// oldest batch left on disk minus one (0: applySettled did not run).
+	mark uint64
 }
 
 // settle applies what a committed transaction did to the acks kept in
 // memory: the settled batches are gone from disk.
+//
+// The settled mark then rises to below the oldest batch left: seqs acked
+// above the mark are forgotten with their batches, and a mark left below
+// them would stay there until a hub acked the seqs in between again
+// (which, with several hubs, may never happen), making every hub think
+// the device moved to another.
 func (ob *Outbox) settle(d *delta) {
 	clear(ob.settled)
+	ob.settledThrough = max(ob.settledThrough, d.mark)
 	ob.deletedThrough = ob.settledThrough
 	for _, seq := range d.rejectedSeqs {
 		ob.log.Error("hub rejected a batch: its readings are lost", "seq", seq, "reason", ob.rejected[seq])
@@ -470,6 +480,12 @@ func (ob *Outbox) applySettled(tx *bolt.Tx, d *delta) error {
 				return err
 			}
 		}
+	}
+	// What is left: every seq below the oldest batch still on disk is
+	// settled (as Open reckons the mark).
+	d.mark = ob.st.nextSeq - 1
+	if k, _ := bk.Cursor().First(); k != nil {
+		d.mark = min(d.mark, binary.BigEndian.Uint64(k)-1)
 	}
 	return nil
 }

@@ -752,6 +752,39 @@ func TestSettledMarkAndBefore(t *testing.T) {
 	}
 }
 
+// TestSettledMarkRisesPastDeletedAcks: seqs acked above the mark are
+// deleted and forgotten at the next commit; when the seq below them is
+// acked later (by another hub, whose ack names only it), the mark rises
+// past them all, to below the oldest batch left, as Open would reckon it.
+// (It stayed at that seq, so every hub took the device for moved.)
+func TestSettledMarkRisesPastDeletedAcks(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := range 4 {
+		e.ob.Add(readings(10*i, 2))
+		e.commit()
+		e.clk.Add(10 * time.Second)
+		e.commit() // sealed: seqs 1..4
+	}
+	if err := ack(e, 0, 2, 3); err != nil { // hub B: seqs 2 and 3
+		t.Fatal(err)
+	}
+	e.commit() // 2 and 3 deleted
+	if st := e.ob.Stats(); st.SettledMark != 0 {
+		t.Fatalf("mark %d, want 0 (seq 1 is still on disk)", st.SettledMark)
+	}
+	if err := ack(e, 0, 1); err != nil { // hub A: seq 1 only
+		t.Fatal(err)
+	}
+	e.commit()
+	if st := e.ob.Stats(); st.SettledMark != 3 || st.Backlog.Batches != 1 {
+		t.Fatalf("mark %d with %d batches left, want 3 and 1 (seq 4)", st.SettledMark, st.Backlog.Batches)
+	}
+	e.reopen(true)
+	if st := e.ob.Stats(); st.SettledMark != 3 {
+		t.Fatalf("after a restart the mark is %d, want 3", st.SettledMark)
+	}
+}
+
 // TestCompactionToPageSize: a file with bbolt pages of another size (one an
 // earlier version created on a 16K-page kernel) is rewritten with
 // outbox.PageSize, whatever its fill, and nothing in it is lost.
