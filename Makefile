@@ -22,7 +22,7 @@ FUZZTIME ?= 50000x
 # The race detector needs cgo and a C compiler; without one, tests run without it.
 RACE ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 # Fuzz targets: package:Target.
-FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic ./hub/window:FuzzDecodeBlob ./firmware-sim/modbus:FuzzDecodeRequest ./firmware-sim/modbus:FuzzFramer ./agent/sensor:FuzzDecodeModbusValue
+FUZZ_TARGETS := ./protocol:FuzzDecodeBatch ./protocol:FuzzDecodeAck ./protocol:FuzzVerifyAck ./protocol:FuzzDecodeStatus ./protocol:FuzzParseTopic ./hub/window:FuzzDecodeBlob ./firmware-sim/modbus:FuzzDecodeRequest ./firmware-sim/modbus:FuzzFramer ./agent/sensor:FuzzDecodeModbusValue
 
 .PHONY: help run build test test-short cross release bench fuzz fuzz-short tools lint clean
 

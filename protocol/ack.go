@@ -14,7 +14,7 @@ import (
 //
 // Version 1 lists the settled seqs above Through one by one (at most
 // Limits.MaxAckSeqs of them); version 2 lists ranges and carries the hub's
-// signature (KeyID, Sig; see SignAck).
+// signature (KeyID, Sig; see AckSigner and AckKeys in sign.go).
 type Ack struct {
 	// Version is the version it was decoded from or is to be encoded in; 0
 	// means Version.
@@ -113,20 +113,11 @@ func (a *Ack) validate(l *Limits) error {
 	return nil
 }
 
-// EncodeAck validates a and returns its wire form (with a.Sig as it is;
-// SignAck signs).
+// EncodeAck validates a and returns its wire form (with a.Sig as it is:
+// AckSigner.Sign signs).
 func (c *Codec) EncodeAck(a *Ack) ([]byte, error) {
-	if _, err := c.encodeAck(a); err != nil {
-		return nil, err
-	}
-	return bytes.Clone(c.buf.Bytes()), nil
-}
-
-// encodeAck encodes a into c.buf and returns the offset of its signature
-// field (version 2).
-func (c *Codec) encodeAck(a *Ack) (int, error) {
 	if err := a.validate(&c.l); err != nil {
-		return 0, err
+		return nil, err
 	}
 	v, _ := version(a.Version)
 	c.buf.Reset()
@@ -162,10 +153,8 @@ func (c *Codec) encodeAck(a *Ack) (int, error) {
 		e.EncodeString(r.Reason)
 		e.EncodeString(r.Detail)
 	}
-	sigAt := c.buf.Len()
 	if v >= 2 {
 		e.EncodeString(a.KeyID)
-		sigAt = c.buf.Len()
 		if len(a.Sig) == 0 {
 			e.EncodeNil()
 		} else {
@@ -173,13 +162,13 @@ func (c *Codec) encodeAck(a *Ack) (int, error) {
 		}
 	}
 	if c.buf.Len() > c.l.MaxMessageBytes {
-		return 0, fmt.Errorf("%w: ack of %d bytes", ErrTooLarge, c.buf.Len())
+		return nil, fmt.Errorf("%w: ack of %d bytes", ErrTooLarge, c.buf.Len())
 	}
-	return sigAt, nil
+	return bytes.Clone(c.buf.Bytes()), nil
 }
 
 // DecodeAck decodes and validates an ack. It does not check the signature
-// (VerifyAck does).
+// (AckKeys.Verify does).
 func (c *Codec) DecodeAck(data []byte) (*Ack, error) {
 	v, err := c.open(data, kindAck, ackFields)
 	if err != nil {

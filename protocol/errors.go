@@ -46,9 +46,15 @@ var (
 	ErrEmpty = errors.New("empty batch")
 	// ErrBadTopic: a topic that is not one of freshet's.
 	ErrBadTopic = errors.New("bad topic")
-	// ErrBadSignature: an ack whose signature is malformed, made with an
-	// unknown key, or does not verify (VerifyAck).
+	// ErrBadSignature: an ack whose signature is malformed or does not
+	// verify (AckKeys.Verify), or a key that is not an Ed25519 key.
 	ErrBadSignature = errors.New("bad signature")
+	// ErrUnsigned: an ack without a signature (or of version 1, which has
+	// none) where a signed one is required (AckKeys.Verify).
+	ErrUnsigned = errors.New("unsigned ack")
+	// ErrUnknownKey: an ack signed with a key the verifier was not given
+	// (AckKeys.Verify).
+	ErrUnknownKey = errors.New("unknown signing key")
 )
 
 // reasons is ordered: the first sentinel that matches names the reason.
@@ -75,6 +81,8 @@ var reasons = []struct {
 	{ErrEmpty, "empty"},
 	{ErrBadTopic, "bad_topic"},
 	{ErrBadSignature, "bad_signature"},
+	{ErrUnsigned, "unsigned"},
+	{ErrUnknownKey, "unknown_key"},
 	{ErrMalformed, "malformed"},
 }
 

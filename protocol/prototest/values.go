@@ -1,6 +1,7 @@
 package prototest
 
 import (
+	"crypto/ed25519"
 	"math"
 
 	"github.com/freshet-iot/freshet/protocol"
@@ -114,6 +115,26 @@ func V2[T *protocol.Batch | *protocol.Ack | *protocol.Status](m T) T {
 		m.Version = 2
 	}
 	return m
+}
+
+// AckTestSeed is the seed of the Ed25519 key the golden signed ack is
+// signed with: RFC 8032's first test key, so any Ed25519 implementation can
+// check the vector. Never use it for anything else.
+const AckTestSeed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+
+// AckTestKey is the private key of AckTestSeed.
+func AckTestKey() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(mustHex(AckTestSeed)) }
+
+// SignedAck settles 1..41 and 43, 44, says 43 was refused, and is signed
+// with AckTestKey (key id 21fe31dfa154a261). Ed25519 signatures are
+// deterministic: signing it again gives the same Sig.
+func SignedAck() *protocol.Ack {
+	return &protocol.Ack{Version: 2, Device: "gw-1", Epoch: 1, Through: 41, Ranges: []protocol.SeqRange{{First: 43, Last: 44}},
+		Rejected: []protocol.Rejection{{Seq: 43, Reason: "not_finite", Detail: "value not finite: reading 0 is NaN"}},
+		KeyID:    "21fe31dfa154a261",
+		Sig: mustHex("1d77e95d897338bbd58e081ed9106d9d9fb5b31d8680c25708c42b26eebbdd9c" +
+			"204412ef32536cb8207d5b5af00780c2ea65cc5fa4aba244c107b149aebd9b07"),
+	}
 }
 
 // RejectingAck settles 1..3 and says 2 was refused.

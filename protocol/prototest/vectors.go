@@ -79,6 +79,12 @@ var Vectors = []Vector{
 	{Name: "batch-settled-v2", Kind: KindBatch, Batch: V2(SettledBatch()),
 		Hex: "9a0201a467772d31012bcf17979cfee8fa5e00c0 29 cf17979cfdfa8f3600 9199a6626d65323830ab74656d7065726174757265a1439000fe03c4080980c49fd50c0200c404b2210203"},
 	{Name: "ack-ranges-v2", Kind: KindAck, Ack: V2(RangesAck()), Hex: "990202a467772d31012992922bcd03e892cd07d0cd07d790a0c0"},
+	// SignedAck: ranges and a rejection, then the key id (str 16) and the
+	// signature (bin 64) of AckTestKey.
+	{Name: "ack-signed-v2", Kind: KindAck, Ack: SignedAck(), Hex: "990202a467772d31012991922b2c91932baa6e6f745f66696e697465" +
+		"d92276616c7565206e6f742066696e6974653a2072656164696e672030206973204e614e" +
+		"b0 32316665333164666131353461323631" +
+		"c440 1d77e95d897338bbd58e081ed9106d9d9fb5b31d8680c25708c42b26eebbdd9c204412ef32536cb8207d5b5af00780c2ea65cc5fa4aba244c107b149aebd9b07"},
 	{Name: "status-online-v2", Kind: KindStatus, Status: V2(with2(OnlineStatus(), func(s *protocol.Status) { s.Settled = 40 })),
 		Hex: "9e0203a467772d31a66f6e6c696e65cf17979cfe362a0000a676302e312e30012a289302cd0384cd0a8c00c3a09295a6626d65323830ce3b9aca00ce0001518001a96932633a206e61636b95a3637075cf00000002540be400cd21c000a0"},
 
