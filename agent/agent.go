@@ -116,14 +116,22 @@ func New(cfg *Config, o Options) (*Agent, error) {
 		a.Close()
 		return nil, err
 	}
+	ackKeys, err := cfg.MQTT.AckKeys()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	if ackKeys == nil {
+		a.log.Warn("acks are NOT verified (mqtt.insecure_unsigned_acks): whoever can publish on the broker can make this agent delete readings")
+	}
 	a.fw, err = forward.New(ob, forward.Options{
 		Broker: cfg.MQTT.Broker, ClientID: cfg.MQTT.ClientID, Username: cfg.MQTT.Username, Password: password,
 		TLS: tlsConf, Device: cfg.Device, Topics: topics, Window: cfg.MQTT.Window,
 		AckTimeout: time.Duration(cfg.MQTT.AckTimeout), KeepAlive: time.Duration(cfg.MQTT.KeepAlive),
 		BackoffMin: time.Duration(cfg.MQTT.BackoffMin), BackoffMax: time.Duration(cfg.MQTT.BackoffMax),
 		StatusInterval: time.Duration(cfg.MQTT.StatusInterval), Wake: a.wake, Status: a.Status,
-		Limits: protocol.Limits{MaxMessageBytes: cfg.Outbox.MaxMessageBytes},
-		Logger: o.Logger.With("part", "mqtt"), Dial: o.Dial,
+		Limits: protocol.Limits{MaxMessageBytes: cfg.Outbox.MaxMessageBytes}, Logger: o.Logger.With("part", "mqtt"), Dial: o.Dial,
+		AckKeys: ackKeys, InsecureUnsignedAcks: cfg.MQTT.InsecureUnsignedAcks,
 	})
 	if err != nil {
 		a.Close()

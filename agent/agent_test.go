@@ -36,6 +36,7 @@ data_dir: %s
 sys_root: %s
 mqtt:
   broker: %s
+  hub_keys: [%s]
   backoff_min: 50ms
   backoff_max: 300ms
   ack_timeout: 2s
@@ -67,7 +68,7 @@ func TestAgentEndToEnd(t *testing.T) {
 			}
 			return bus, nil
 		}}
-		cfgText := fmt.Sprintf(baseConfig, "gw-e2e", t.TempDir(), root, b.URL()) + `
+		cfgText := fmt.Sprintf(baseConfig, "gw-e2e", t.TempDir(), root, b.URL(), h.Key.PubFile) + `
   - {name: cpu, type: cpu_temp, interval: 100ms}
   - {name: room, type: bme280, bus: sim, address: 0x76, interval: 100ms, labels: {floor: "2"}}
 `
@@ -195,7 +196,7 @@ func TestKill9(t *testing.T) {
 			}
 		}
 		commitLog := filepath.Join(data, "commits.log")
-		cfgText := "commit_log: " + commitLog + fmt.Sprintf(baseConfig, "gw-kill", data, root, b.URL())
+		cfgText := "commit_log: " + commitLog + fmt.Sprintf(baseConfig, "gw-kill", data, root, b.URL(), h.Key.PubFile)
 		for z := range 5 {
 			cfgText += fmt.Sprintf("  - {name: z%d, type: cpu_temp, zone: %d, interval: 100ms}\n", z, z)
 		}

@@ -31,7 +31,7 @@ func BenchmarkAgentRSS(b *testing.B) {
 	broker := testsvc.StartMochi(b)
 	h := testsvc.StartHubStub(b, broker.URL())
 	root, data := b.TempDir(), b.TempDir()
-	cfg := fmt.Sprintf("device: gw-rss\ndata_dir: %s\nsys_root: %s\nmqtt: {broker: %s}\noutbox: {max_batch_age: 2s}\nhttp: {listen: \"off\"}\nsensors:\n", data, root, broker.URL())
+	cfg := fmt.Sprintf("device: gw-rss\ndata_dir: %s\nsys_root: %s\nmqtt: {broker: %s, hub_keys: [%s]}\noutbox: {max_batch_age: 2s}\nhttp: {listen: \"off\"}\nsensors:\n", data, root, broker.URL(), h.Key.PubFile)
 	for z := range 10 {
 		sysfs.NewThermalZone(root, z, "zone", 40+float64(z))
 		cfg += fmt.Sprintf("  - {name: z%d, type: cpu_temp, zone: %d, interval: 100ms}\n", z, z)

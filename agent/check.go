@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,16 @@ func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
 	if _, err := cfg.MQTT.TLSClientConfig(); err != nil {
 		fmt.Fprintf(w, "PROBLEM     %v\n", err)
 		problems++
+	}
+	if keys, err := cfg.MQTT.AckKeys(); err != nil {
+		fmt.Fprintf(w, "PROBLEM     %v\n", err)
+		problems++
+	} else if keys == nil {
+		fmt.Fprintf(w, "acks        NOT VERIFIED (mqtt.insecure_unsigned_acks): whoever can publish on the broker can make this agent delete readings\n")
+	} else {
+		ids := keys.IDs()
+		slices.Sort(ids)
+		fmt.Fprintf(w, "acks        signed by hub key %s\n", strings.Join(ids, ", "))
 	}
 	e := sensor.HostEnv()
 	if env != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/freshet-iot/freshet/agent/sensor"
 	mb "github.com/freshet-iot/freshet/firmware-sim/modbus"
 	plc "github.com/freshet-iot/freshet/firmware-sim/opcua"
+	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
 // TestCheckFieldDevices: -check reads every slave and node once and prints
@@ -35,9 +36,10 @@ func TestCheckFieldDevices(t *testing.T) {
 	}
 	defer p.Stop()
 	dir := t.TempDir()
+	key := testsvc.NewAckKey(t)
 	cfg := fmt.Sprintf(`device: gw-1
 data_dir: %s
-mqtt: {broker: "tcp://127.0.0.1:1"}
+mqtt: {broker: "tcp://127.0.0.1:1", hub_keys: [%s]}
 sensors:
   - name: meter
     type: modbus
@@ -69,7 +71,7 @@ sensors:
         - {node: %q, metric: count}
         - {node: %q, metric: state}
         - {node: %q, metric: running}
-`, dir, tcp.Addr, port.Path, tcp.Addr, p.URL, plc.NodeID(plc.Temperature), plc.NodeID(plc.Count), plc.NodeID(plc.State), plc.NodeID(plc.Running))
+`, dir, key.PubFile, tcp.Addr, port.Path, tcp.Addr, p.URL, plc.NodeID(plc.Temperature), plc.NodeID(plc.Count), plc.NodeID(plc.State), plc.NodeID(plc.Running))
 	path := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(path, []byte(cfg), 0o644)
 	c, err := agent.LoadConfig(path)
@@ -86,6 +88,7 @@ sensors:
 		"modbus exception 2 (illegal_data_address)",
 		"modbus exception 4 (slave_device_failure)",
 		"reason modbus_slave_device_failure",
+		"acks        signed by hub key " + key.Signer.KeyID(),
 	}
 	wantProblems := 2
 	if sensor.OPCUASupported {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/freshet-iot/freshet/agent/outbox"
 	"github.com/freshet-iot/freshet/agent/sensor"
+	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -59,6 +61,15 @@ type MQTTConfig struct {
 	AckTimeout sensor.Duration `yaml:"ack_timeout"`
 	// StatusInterval republishes the retained status. Default 60s.
 	StatusInterval sensor.Duration `yaml:"status_interval"`
+	// HubKeys are the public keys of the hubs whose acks the agent obeys:
+	// each a PEM file (the hub's hub-ack.pub; one file may hold several
+	// keys) or a key in base64 (as freshet-hub -check prints it). An ack
+	// not signed by one of them deletes nothing. List old and new keys
+	// together during a rotation. Required, unless InsecureUnsignedAcks.
+	HubKeys []string `yaml:"hub_keys"`
+	// InsecureUnsignedAcks obeys acks without checking who sent them:
+	// whoever can publish on the broker can make the agent delete readings.
+	InsecureUnsignedAcks bool `yaml:"insecure_unsigned_acks"`
 }
 
 // TLSConfig enables TLS and mutual TLS (ca_file, cert_file, key_file, server_name).
@@ -261,12 +272,32 @@ func (c *Config) Validate() error {
 		}
 		names[s.Name] = true
 	}
+	switch {
+	case len(m.HubKeys) == 0 && !m.InsecureUnsignedAcks:
+		return bad("mqtt.hub_keys", "required: the hub's ack public key (a PEM file such as /etc/freshet/hub-ack.pub, or the key in base64; README \"Signed acks\"), or insecure_unsigned_acks: true")
+	case len(m.HubKeys) > 0 && m.InsecureUnsignedAcks:
+		return bad("mqtt.insecure_unsigned_acks", "set, with hub_keys: set only one")
+	}
+	for i, k := range m.HubKeys {
+		if strings.TrimSpace(k) == "" {
+			return bad(fmt.Sprintf("mqtt.hub_keys[%d]", i), "empty")
+		}
+	}
 	return nil
 }
 
 // Password returns the MQTT password from its file or environment variable.
 func (m *MQTTConfig) Password() (string, error) {
 	return cfgfile.Secret("mqtt.password", m.PasswordFile, m.PasswordEnv)
+}
+
+// AckKeys loads the hub keys acks must be signed with (nil with
+// insecure_unsigned_acks).
+func (m *MQTTConfig) AckKeys() (*protocol.AckKeys, error) {
+	if len(m.HubKeys) == 0 {
+		return nil, nil
+	}
+	return ackkey.LoadKeys(m.HubKeys, "mqtt.hub_keys")
 }
 
 // TLSClientConfig builds the TLS configuration, or nil for tcp:// brokers.

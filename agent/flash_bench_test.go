@@ -102,8 +102,8 @@ type flashRun struct {
 func measureFlash(dir, bin, strace, brokerURL string, h *testsvc.HubStub, rate int, commit time.Duration) (run flashRun, err error) {
 	device := fmt.Sprintf("gw-flash-%d-%d", rate, commit/time.Second)
 	root, data := filepath.Join(dir, "sys"), filepath.Join(dir, "data")
-	cfg := fmt.Sprintf("device: %s\ndata_dir: %s\nsys_root: %s\nmqtt: {broker: %s}\noutbox: {commit_interval: %v}\nhttp: {listen: \"off\"}\nlog: {level: warn}\nsensors:\n",
-		device, data, root, brokerURL, commit)
+	cfg := fmt.Sprintf("device: %s\ndata_dir: %s\nsys_root: %s\nmqtt: {broker: %s, hub_keys: [%s]}\noutbox: {commit_interval: %v}\nhttp: {listen: \"off\"}\nlog: {level: warn}\nsensors:\n",
+		device, data, root, brokerURL, h.Key.PubFile, commit)
 	zones := make([]*sysfs.ThermalZone, rate)
 	for z := range rate {
 		if zones[z], err = sysfs.NewThermalZone(root, z, "zone", 40+float64(z)); err != nil {

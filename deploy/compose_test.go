@@ -15,6 +15,7 @@ import (
 
 	"github.com/freshet-iot/freshet/hub"
 	"github.com/freshet-iot/freshet/hub/schema"
+	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
 type composeFile struct {
@@ -60,8 +61,8 @@ func TestComposeStack(t *testing.T) {
 		for _, v := range s.Volumes {
 			src, _, _ := strings.Cut(v, ":")
 			if strings.HasPrefix(src, ".") {
-				if src == "./certs" || src == "./hub-http-token" {
-					continue // made by make-certs.sh, and by openssl rand (step 2 in compose.yaml)
+				if src == "./certs" || src == "./hub-http-token" || src == "./ack-key" {
+					continue // made by make-certs.sh, by openssl rand (step 3 in compose.yaml) and by make-ack-key.sh
 				}
 				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
 					t.Errorf("%s mounts %s: %v", name, src, err)
@@ -106,9 +107,15 @@ func TestComposeStack(t *testing.T) {
 		}
 		return false
 	}
-	for _, f := range []string{cfg.Broker.TLS.CAFile, cfg.Broker.TLS.CertFile, cfg.Broker.TLS.KeyFile, cfg.DataDir, cfg.HTTP.TokenFile} {
+	for _, f := range []string{cfg.Broker.TLS.CAFile, cfg.Broker.TLS.CertFile, cfg.Broker.TLS.KeyFile, cfg.DataDir, cfg.HTTP.TokenFile, cfg.AckKeyFile} {
 		if !mounted("freshet-hub", f) {
 			t.Errorf("hub path %s is not mounted", f)
+		}
+	}
+	// The ack key signs what makes agents delete readings: only the hub has it.
+	for name := range c.Services {
+		if name != "freshet-hub" && mounted(name, cfg.AckKeyFile) {
+			t.Errorf("%s mounts the hub's ack key %s", name, cfg.AckKeyFile)
 		}
 	}
 	_, port, _ := strings.Cut(cfg.HTTP.Listen, ":")
@@ -255,6 +262,7 @@ data_dir: ` + t.TempDir() + `
 broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: "http://127.0.0.1:1", bucket: x/autogen, token_env: FRESHET_TEST_METRICS_TOKEN}
 http: {listen: "off"}
+ack_key_file: ` + testsvc.NewAckKey(t).KeyFile + `
 `))
 	if err != nil {
 		t.Fatal(err)

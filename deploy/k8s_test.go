@@ -52,7 +52,8 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("client id %q, shared group %q: each pod needs its own session in one shared group", cfg.Broker.ClientID, cfg.Broker.SharedGroup)
 	}
 	for _, want := range []string{"name: " + cfg.Influx.TokenEnv, "mountPath: " + cfg.DataDir, "kind: StatefulSet", "volumeClaimTemplates",
-		"mountPath: " + filepath.Dir(cfg.HTTP.TokenFile)} {
+		"mountPath: " + filepath.Dir(cfg.HTTP.TokenFile), "mountPath: " + filepath.Dir(cfg.AckKeyFile), "secretName: freshet-hub-ack-key",
+		"--from-file=./ack-key/" + filepath.Base(cfg.AckKeyFile)} {
 		if !strings.Contains(manifest, want) {
 			t.Errorf("freshet-hub.yaml lacks %q", want)
 		}

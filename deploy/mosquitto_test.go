@@ -210,9 +210,11 @@ func TestMosquittoIdentity(t *testing.T) {
 }
 
 // TestMutualTLSEndToEnd: a real agent and a real hub talk through the
-// recipe's Mosquitto over mutual TLS, and the readings reach InfluxDB.
+// recipe's Mosquitto over mutual TLS, the hub signing its acks with the key
+// make-ack-key.sh made, and the readings reach InfluxDB.
 func TestMutualTLSEndToEnd(t *testing.T) {
 	dir, b := recipe(t)
+	keyDir, _ := makeAckKey(t)
 	ix := testsvc.StartInflux(t)
 	db := ix.NewDatabase(t)
 	t.Setenv("DEPLOY_TEST_TOKEN", ix.Token)
@@ -220,7 +222,8 @@ func TestMutualTLSEndToEnd(t *testing.T) {
 broker: {url: "ssl://%s", tls: {ca_file: %s/ca.pem, cert_file: %s/hub.pem, key_file: %s/hub.key}}
 influx: {url: %q, bucket: %q, token_env: DEPLOY_TEST_TOKEN}
 http: {listen: "off"}
-`, t.TempDir(), b.Addr, dir, dir, dir, ix.URL, db+"/autogen")))
+ack_key_file: %s/hub-ack.key
+`, t.TempDir(), b.Addr, dir, dir, dir, ix.URL, db+"/autogen", keyDir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,10 +239,11 @@ sys_root: %s
 mqtt:
   broker: ssl://%s
   tls: {ca_file: %s/ca.pem, cert_file: %s/devices/gw-1.pem, key_file: %s/devices/gw-1.key}
+  hub_keys: [%s/hub-ack.pub]
 outbox: {commit_interval: 100ms, max_batch_age: 200ms}
 http: {listen: "off"}
 sensors: [{name: cpu, type: cpu_temp, interval: 100ms}]
-`, t.TempDir(), root, b.Addr, dir, dir, dir)))
+`, t.TempDir(), root, b.Addr, dir, dir, dir, keyDir)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +263,9 @@ sensors: [{name: cpu, type: cpu_temp, interval: 100ms}]
 		}
 		if st := a.Outbox(); st.Settled < 10 {
 			return fmt.Errorf("%d readings acked", st.Settled)
+		}
+		if n := promtest.ToFloat64(h.Pipeline().Metrics().AcksUnsigned.WithLabelValues("no_key")); n != 0 {
+			return fmt.Errorf("%v acks sent unsigned", n)
 		}
 		return nil
 	})

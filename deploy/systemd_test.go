@@ -59,7 +59,7 @@ func TestAgentUnit(t *testing.T) {
 	}
 	// The agent's default data_dir is the unit's StateDirectory, and the
 	// example config (what install.sh installs) keeps it.
-	def, err := agent.ParseConfig(strings.NewReader("device: x\nmqtt: {broker: tcp://h:1883}\nsensors: [{name: c, type: cpu_temp}]\n"))
+	def, err := agent.ParseConfig(strings.NewReader("device: x\nmqtt: {broker: tcp://h:1883, hub_keys: [/etc/freshet/hub-ack.pub]}\nsensors: [{name: c, type: cpu_temp}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,8 @@ broker: %s
 influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
 windows: {sizes: [1m, 1h], allowed_lateness: 2m, idle_timeout: 1s}
 http: {listen: "off"}
-`, tb.TempDir(), broker, ix.URL, db+"/autogen")))
+ack_key_file: %s
+`, tb.TempDir(), broker, ix.URL, db+"/autogen", testsvc.NewAckKey(tb).KeyFile)))
 		if err != nil {
 			tb.Fatal(err)
 		}

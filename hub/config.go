@@ -15,6 +15,7 @@ import (
 	"github.com/freshet-iot/freshet/hub/broker"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/quality"
+	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/protocol"
 )
@@ -44,6 +45,15 @@ type Config struct {
 		Format string `yaml:"format"`
 	} `yaml:"log"`
 	Memory MemoryConfig `yaml:"memory"`
+	// AckKeyFile is the Ed25519 private key (PEM PKCS#8, as `openssl
+	// genpkey -algorithm ed25519` or deploy/keys/make-ack-key.sh write it)
+	// the hub signs its acks with; agents obey only acks signed by a key
+	// in their mqtt.hub_keys. Required, unless InsecureUnsignedAcks.
+	AckKeyFile string `yaml:"ack_key_file"`
+	// InsecureUnsignedAcks sends acks without a signature: whoever can
+	// publish on an agent's ack topic can then make it delete readings.
+	// Only for agents that set mqtt.insecure_unsigned_acks too.
+	InsecureUnsignedAcks bool `yaml:"insecure_unsigned_acks"`
 }
 
 // MemoryConfig tunes the Go runtime. freshet-hub applies it to its process;
@@ -326,7 +336,25 @@ func (c *Config) Validate() error {
 	default:
 		return bad("log.format", "%q: want text or json", c.Log.Format)
 	}
+	switch {
+	case c.AckKeyFile == "" && !c.InsecureUnsignedAcks:
+		return bad("ack_key_file", "required: the Ed25519 key the hub signs its acks with (deploy/keys/make-ack-key.sh or freshet-hub -genkey DIR make one), or insecure_unsigned_acks: true")
+	case c.AckKeyFile != "" && c.InsecureUnsignedAcks:
+		return bad("insecure_unsigned_acks", "set, with ack_key_file: set only one")
+	}
 	return nil
+}
+
+// AckSigner loads the ack signing key (nil with insecure_unsigned_acks).
+func (c *Config) AckSigner() (*protocol.AckSigner, error) {
+	if c.AckKeyFile == "" {
+		return nil, nil
+	}
+	s, err := ackkey.LoadSigner(c.AckKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ack_key_file: %w", err)
+	}
+	return s, nil
 }
 
 // clientTLS builds a client TLS config from files (nil when none is set).

@@ -147,6 +147,15 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	if err != nil {
 		return fail(err)
 	}
+	signer, err := cfg.AckSigner()
+	if err != nil {
+		return fail(err)
+	}
+	if signer != nil {
+		h.log.Info("signing acks", "key_id", signer.KeyID())
+	} else {
+		h.log.Warn("acks are NOT signed (insecure_unsigned_acks): whoever can publish on the broker can make agents delete readings")
+	}
 	topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
 	h.fleet = fleet.New(fleet.Options{ClockFloor: cfg.Quality.Floor(), Registerer: o.Registry})
 	// The pipeline first: it creates the ledger and window buckets.
@@ -158,8 +167,8 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	}
 	h.pipeline, err = ingest.New(ingest.Options{
 		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
-		Broker: bopt,
-		Fleet:  h.fleet, Findings: findings, Registerer: o.Registry,
+		Broker: bopt, AckSigner: signer,
+		Fleet: h.fleet, Findings: findings, Registerer: o.Registry,
 		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
 	})
 	if err != nil {

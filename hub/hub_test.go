@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type rig struct {
 	ix   *testsvc.Influx
 	db   string
 	pub  paho.Client
+	key  *testsvc.AckKey // the hub's: every version 2 ack it sends must verify
 	mu   sync.Mutex
 	acks map[string][]*protocol.Ack
 }
@@ -45,6 +47,7 @@ func startHub(t testing.TB) *rig {
 	ix := testsvc.StartInflux(t)
 	db := ix.NewDatabase(t)
 	t.Setenv("FRESHET_TEST_INFLUX_TOKEN", ix.Token)
+	key := testsvc.NewAckKey(t)
 	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`
 data_dir: %s
 broker: {embedded: {listen: "127.0.0.1:0"}}
@@ -52,7 +55,8 @@ influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
 windows: {sizes: [1m, 1h], allowed_lateness: 2m, idle_timeout: 1s}
 quality: {interval: 200ms}
 http: {listen: "off"}
-`, t.TempDir(), ix.URL, db+"/autogen")))
+ack_key_file: %s
+`, t.TempDir(), ix.URL, db+"/autogen", key.KeyFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +68,7 @@ http: {listen: "off"}
 	done := make(chan struct{})
 	go func() { defer close(done); h.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	r := &rig{t: t, h: h, ix: ix, db: db, acks: map[string][]*protocol.Ack{}}
+	r := &rig{t: t, h: h, ix: ix, db: db, key: key, acks: map[string][]*protocol.Ack{}}
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.BrokerAddr()).SetClientID("test-publisher").SetAutoReconnect(false))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -76,6 +80,13 @@ http: {listen: "off"}
 		if err != nil {
 			t.Errorf("hub sent an ack that does not decode: %v", err)
 			return
+		}
+		if a.Version >= 2 {
+			if err := key.Keys.Verify(a); err != nil {
+				t.Errorf("hub sent an ack that does not verify: %v", err)
+			}
+		} else if a.KeyID != "" || a.Sig != nil {
+			t.Errorf("hub sent a signed version 1 ack: %+v", a)
 		}
 		r.mu.Lock()
 		r.acks[a.Device] = append(r.acks[a.Device], a)
@@ -443,6 +454,53 @@ func TestGapNotice(t *testing.T) {
 	})
 	if n := r.count(schema.GapMeasurement, "gw-gap", "readings"); n != 1 {
 		t.Fatalf("%d freshet_gaps rows", n)
+	}
+}
+
+// TestAcksSigned: the hub signs each version 2 ack (applied, duplicate,
+// rejected) with its key, through its embedded broker (the rig verifies
+// every ack it sees), and answers a version 1 batch with a version 1 ack,
+// which has no signature, and counts it.
+func TestAcksSigned(t *testing.T) {
+	r := startHub(t)
+	b := batches(t, "gw-s", 9, 1, base, []float64{20, 21}, 2)[0]
+	r.publish("gw-s", b)
+	r.publish("gw-s", b)
+	for _, v := range prototest.Vectors {
+		switch v.Name {
+		case "batch-minimal", "bad-batch-v2-before-negative": // gw-1: version 1, applied; version 2, refused
+			r.publish("gw-1", v.Bytes())
+		}
+	}
+	testsvc.WaitFor(t, 10*time.Second, "the acks", func() error {
+		if n := len(r.ackList("gw-s")); n != 2 {
+			return fmt.Errorf("gw-s: %d acks", n)
+		}
+		if n := len(r.ackList("gw-1")); n != 2 {
+			return fmt.Errorf("gw-1: %d acks", n)
+		}
+		return nil
+	})
+	for _, a := range r.ackList("gw-s") {
+		if a.KeyID != r.key.Signer.KeyID() || a.Through != 1 {
+			t.Errorf("gw-s ack %+v, want through 1 signed by %s", a, r.key.Signer.KeyID())
+		}
+	}
+	versions := map[uint8]*protocol.Ack{}
+	for _, a := range r.ackList("gw-1") {
+		versions[a.Version] = a
+	}
+	if a := versions[1]; a == nil || a.Sig != nil {
+		t.Errorf("version 1 ack %+v: want one, unsigned", a)
+	}
+	if a := versions[2]; a == nil || len(a.Rejected) != 1 || a.KeyID != r.key.Signer.KeyID() {
+		t.Errorf("version 2 rejection ack %+v: want one, signed", a)
+	}
+	r.waitStat(r.m().AcksUnsigned.WithLabelValues("version_1"), 1)
+	r.waitStat(r.m().AcksUnsigned.WithLabelValues("no_key"), 0)
+	names, err := r.h.MetricNames()
+	if err != nil || !slices.Contains(names, "freshet_hub_ack_key_info") {
+		t.Errorf("metrics %v (%v): no freshet_hub_ack_key_info", names, err)
 	}
 }
 

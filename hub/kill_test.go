@@ -26,7 +26,7 @@ type device struct {
 	vals []float64 // 1 Hz from base
 }
 
-func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *device {
+func startDevice(t *testing.T, name, brokerURL string, keys *protocol.AckKeys, n int, seed uint64) *device {
 	t.Helper()
 	// A clock a second ahead at every call: every commit finds the open batch old enough to seal.
 	var tick atomic.Int64
@@ -50,7 +50,7 @@ func startDevice(t *testing.T, name, brokerURL string, n int, seed uint64) *devi
 	ob.Commit() // the clock has moved on: this one seals the tail
 	topics, _ := protocol.NewTopics("")
 	agenttest.Run(t, ob, forward.Options{Broker: brokerURL, Device: name, Topics: topics, AckTimeout: time.Second,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Poll: 50 * time.Millisecond}, 0)
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Poll: 50 * time.Millisecond, AckKeys: keys}, 0)
 	return d
 }
 
@@ -67,6 +67,7 @@ func TestHubKill9(t *testing.T) {
 		ix := testsvc.StartInflux(t)
 		db := ix.NewDatabase(t)
 		dataDir := t.TempDir()
+		key := testsvc.NewAckKey(t)
 		cfgPath := filepath.Join(dataDir, "hub.yaml")
 		os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 data_dir: %s
@@ -74,7 +75,8 @@ broker: {url: %q, client_id: hub-kill}
 influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
 windows: {sizes: [1m], idle_timeout: 1s}
 http: {listen: "off"}
-`, dataDir, b.URL(), ix.URL, db+"/autogen")), 0o644)
+ack_key_file: %s
+`, dataDir, b.URL(), ix.URL, db+"/autogen", key.KeyFile)), 0o644)
 		run := func(failpoint string) (*exec.Cmd, *strings.Builder) {
 			cmd := exec.Command(bin, "-config", cfgPath)
 			cmd.Env = append(os.Environ(), "FRESHET_TEST_INFLUX_TOKEN="+ix.Token, "FRESHET_HUB_FAILPOINT="+failpoint)
@@ -87,7 +89,7 @@ http: {listen: "off"}
 		}
 		var devices []*device
 		for i := range 3 {
-			devices = append(devices, startDevice(t, fmt.Sprintf("gw-k%d", i), b.URL(), 3600, uint64(i+1)))
+			devices = append(devices, startDevice(t, fmt.Sprintf("gw-k%d", i), b.URL(), key.Keys, 3600, uint64(i+1)))
 		}
 		// Small hit counts: one run may apply many batches in one group
 		// commit, so large counts could outlast the data.

@@ -37,6 +37,7 @@ data_dir: %s
 broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: "http://127.0.0.1:1", bucket: x/autogen, token_env: FRESHET_TEST_QSTATE_TOKEN}
 http: {listen: "off"}
+insecure_unsigned_acks: true
 `, dir)))
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ func BenchmarkDrain(b *testing.B) {
 		before := h.Readings()
 		b.StartTimer()
 		start := time.Now()
-		agent := agenttest.Run(b, ob, forward.Options{Broker: broker.URL(), Device: device, Topics: topics, Poll: 10 * time.Millisecond}, 0)
+		agent := agenttest.Run(b, ob, forward.Options{Broker: broker.URL(), Device: device, Topics: topics, Poll: 10 * time.Millisecond, AckKeys: h.Key.Keys}, 0)
 		testsvc.WaitFor(b, 5*time.Minute, "backlog drained", func() error {
 			if st := ob.Stats(); st.Backlog.Readings != 0 {
 				return fmt.Errorf("%d readings left", st.Backlog.Readings)

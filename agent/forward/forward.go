@@ -77,6 +77,17 @@ type Options struct {
 	Status func(state string) *protocol.Status
 	// Limits for decoding acks.
 	Limits protocol.Limits
+	// AckKeys are the hub keys an ack must be signed with: an ack that is
+	// unsigned, signed with another key or altered is ignored and counted
+	// (Stats.AcksIgnored: unsigned, unknown_key, bad_signature), and the
+	// batch it names is sent again after its ack timeout. Required unless
+	// InsecureUnsignedAcks.
+	AckKeys *protocol.AckKeys
+	// InsecureUnsignedAcks applies acks without checking who sent them:
+	// whoever can publish on the ack topic can make the agent delete
+	// readings. It excludes AckKeys.
+	InsecureUnsignedAcks bool
+
 	Logger *slog.Logger
 	// Dial, if set, replaces the network dialer (fault injection in
 	// simulations); TLS, if configured, runs over the connection it returns.
@@ -89,8 +100,12 @@ type Stats struct {
 	Connects, ConnectFailures uint64
 	Published, Republished    uint64 // batches
 	Acks                      uint64 // acks applied
-	AcksIgnored               map[string]uint64
-	LastAck                   time.Time
+	// AcksIgnored counts acks ignored before the outbox saw them, by
+	// reason: foreign_topic, malformed, unsigned, unknown_key,
+	// bad_signature, queue_full. (The outbox counts those it refuses.)
+	AcksIgnored map[string]uint64
+	// LastAck is when the last ack was applied.
+	LastAck time.Time
 }
 
 // Forwarder moves batches from the outbox to the broker.
@@ -103,6 +118,8 @@ type Forwarder struct {
 	connected atomic.Bool
 	mu        sync.Mutex
 	stats     Stats
+	// logged bounds the log lines of ignored acks (session goroutine only).
+	logged logLimiter
 }
 
 // New returns a forwarder for ob.
@@ -112,6 +129,9 @@ func New(ob Outbox, o Options) (*Forwarder, error) {
 	}
 	if err := protocol.ValidDevice(o.Device); err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
+	}
+	if (o.AckKeys == nil) == !o.InsecureUnsignedAcks {
+		return nil, errors.New("forward: set one of AckKeys (the hub keys acks must be signed with) and InsecureUnsignedAcks")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -335,26 +355,74 @@ func (f *Forwarder) publishStatus(ctx context.Context, c paho.Client, state stri
 	return nil
 }
 
+// handleAck applies an ack to the outbox if it comes from the hub: on the
+// device's ack topic, well formed, and signed with one of the hub keys.
 func (f *Forwarder) handleAck(m paho.Message) {
-	ignore := func(reason string, err error) {
-		f.count(func(s *Stats) { s.AcksIgnored[reason]++ })
-		f.log.Warn("mqtt: ack ignored", "reason", reason, "err", err)
+	ignore := func(reason string, err error, count bool) {
+		if count {
+			f.count(func(s *Stats) { s.AcksIgnored[reason]++ })
+		}
+		if n, ok := f.logged.allow(reason, time.Now()); ok {
+			f.log.Warn("mqtt: ack ignored", "reason", reason, "err", clip(err.Error(), maxLogErr), "also_ignored_since_last_line", n)
+		}
 	}
 	device, kind, err := f.o.Topics.Parse(m.Topic())
 	if err != nil || kind != protocol.TopicAck || device != f.o.Device {
-		ignore("foreign_topic", fmt.Errorf("topic %q", m.Topic()))
+		ignore("foreign_topic", fmt.Errorf("topic %q", m.Topic()), true)
 		return
 	}
 	a, err := f.codec.DecodeAck(m.Payload())
 	if err != nil {
-		ignore("malformed", err)
+		ignore("malformed", err, true)
 		return
 	}
+	if f.o.AckKeys != nil {
+		if err := f.o.AckKeys.Verify(a); err != nil {
+			ignore(protocol.Reason(err), err, true) // unsigned, unknown_key, bad_signature
+			return
+		}
+	}
 	if err := f.ob.Ack(a); err != nil {
-		ignore("refused", err)
+		ignore("refused", err, false) // the outbox counts it, by its reason
 		return
 	}
 	f.count(func(s *Stats) { s.Acks++; s.LastAck = time.Now() })
+}
+
+// maxLogErr bounds the error text of an ignored ack's log line: a hostile
+// ack may list a thousand seqs.
+const maxLogErr = 256
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// logLimiter lets through one log line per reason a minute: a flood of
+// forged acks is counted in full, and logged only now and then.
+type logLimiter struct {
+	last       map[string]time.Time
+	suppressed map[string]uint64
+}
+
+// logEvery is the least time between two lines of one reason.
+const logEvery = time.Minute
+
+// allow reports whether a line for reason may be logged now, and how many
+// were suppressed since the last one.
+func (l *logLimiter) allow(reason string, now time.Time) (uint64, bool) {
+	if l.last == nil {
+		l.last, l.suppressed = map[string]time.Time{}, map[string]uint64{}
+	}
+	if t, ok := l.last[reason]; ok && now.Sub(t) < logEvery {
+		l.suppressed[reason]++
+		return 0, false
+	}
+	n := l.suppressed[reason]
+	l.last[reason], l.suppressed[reason] = now, 0
+	return n, true
 }
 
 // openConn dials through Options.Dial, adding TLS for ssl:// URLs.

@@ -2,8 +2,10 @@ package forward_test
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,8 @@ type rig struct {
 	link faultnet.Dialer
 }
 
-func newRig(t *testing.T, b *testsvc.Broker, mod func(*forward.Options)) *rig {
+// newRig starts a forwarder that obeys acks signed with keys.
+func newRig(t *testing.T, b *testsvc.Broker, keys *protocol.AckKeys, mod func(*forward.Options)) *rig {
 	r := &rig{t: t}
 	ob, err := outbox.Open(outbox.Options{Path: filepath.Join(t.TempDir(), "o.db"), Device: "gw-1",
 		MaxBatchAge: 50 * time.Millisecond, Limits: protocol.Limits{MaxMessageBytes: 2048}, NoSync: true})
@@ -45,7 +48,7 @@ func newRig(t *testing.T, b *testsvc.Broker, mod func(*forward.Options)) *rig {
 			st := ob.Stats()
 			return &protocol.Status{Device: "gw-1", State: state, Epoch: st.Epoch, LastSeq: st.LastSeq, Backlog: st.Backlog}
 		},
-		Dial: r.link.DialContext,
+		Dial: r.link.DialContext, AckKeys: keys,
 	}
 	if mod != nil {
 		mod(&o)
@@ -110,7 +113,7 @@ func (r *rig) deliveredOrder(h *testsvc.HubStub, inOrder bool) {
 func TestDeliversInOrder(t *testing.T) {
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {
 		h := testsvc.StartHubStub(t, b.URL())
-		r := newRig(t, b, nil)
+		r := newRig(t, b, h.Key.Keys, nil)
 		r.add(5000)
 		r.delivered(h)
 		testsvc.WaitFor(t, 5*time.Second, "online status", func() error {
@@ -127,7 +130,7 @@ func TestDeliversInOrder(t *testing.T) {
 func TestLinkGap(t *testing.T) {
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {
 		h := testsvc.StartHubStub(t, b.URL())
-		r := newRig(t, b, nil)
+		r := newRig(t, b, h.Key.Keys, nil)
 		r.add(1000)
 		testsvc.WaitFor(t, 20*time.Second, "first readings", func() error {
 			if h.Readings() == 0 {
@@ -167,7 +170,7 @@ func TestAckTimeoutRepublishes(t *testing.T) {
 	b := testsvc.StartMochi(t)
 	h := testsvc.StartHubStub(t, b.URL())
 	h.SetAcking(false)
-	r := newRig(t, b, func(o *forward.Options) { o.AckTimeout = 200 * time.Millisecond })
+	r := newRig(t, b, h.Key.Keys, func(o *forward.Options) { o.AckTimeout = 200 * time.Millisecond })
 	r.add(200)
 	testsvc.WaitFor(t, 20*time.Second, "a republish", func() error {
 		if st := r.fw.Stats(); st.Republished == 0 {
@@ -183,12 +186,139 @@ func TestAckTimeoutRepublishes(t *testing.T) {
 }
 
 // TestRogueAcks: garbage and foreign acks on the agent's ack topic are
-// counted and delete nothing.
+// counted and delete nothing, even when signed with the hub's key.
 func TestRogueAcks(t *testing.T) {
 	b := testsvc.StartMochi(t)
 	h := testsvc.StartHubStub(t, b.URL())
+	r, c := unacked(t, b, h, nil)
+	codec := protocol.NewCodec(protocol.Limits{})
+	epoch := r.ob.Epoch()
+	signed := func(a *protocol.Ack) []byte {
+		h.Key.Signer.Sign(a)
+		d, _ := codec.EncodeAck(a)
+		return d
+	}
+	rogue := [][]byte{
+		[]byte("garbage"),
+		signed(&protocol.Ack{Device: "gw-2", Epoch: epoch, Through: 1}),
+		signed(&protocol.Ack{Device: "gw-1", Epoch: epoch + 1, Through: 1}),
+		signed(&protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 1 << 40}),
+	}
+	publishAcks(t, c, rogue...)
+	testsvc.WaitFor(t, 10*time.Second, "rogue acks counted", func() error {
+		fw, ob := r.fw.Stats().AcksIgnored, r.ob.Stats().AcksIgnored
+		if fw["malformed"] != 1 || ob["foreign_device"] != 1 || ob["unknown_epoch"] != 1 || ob["unsent_seq"] != 1 {
+			return fmt.Errorf("ignored: forwarder %v, outbox %v", fw, ob)
+		}
+		return nil
+	})
+	if st := r.ob.Stats(); st.Settled != 0 || st.Backlog.Readings != 3000 {
+		t.Fatalf("rogue acks changed the outbox: %+v", st)
+	}
+	h.SetAcking(true)
+	r.delivered(h)
+}
+
+// TestForgedAcks: acks for the agent's own device, epoch and seqs, but
+// unsigned, signed with another key, or signed by the hub and altered,
+// through a real broker, settle nothing and are counted by reason; the
+// batches are sent again after their ack timeout, and the hub's signed
+// acks then settle everything.
+func TestForgedAcks(t *testing.T) {
+	b := testsvc.StartMochi(t)
+	h := testsvc.StartHubStub(t, b.URL())
+	var logs lockedBuffer
+	r, c := unacked(t, b, h, func(o *forward.Options) {
+		o.AckTimeout = 500 * time.Millisecond
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	codec := protocol.NewCodec(protocol.Limits{})
+	epoch := r.ob.Epoch()
+	last := r.ob.Stats().LastSeq
+	other := testsvc.NewAckKey(t)
+	enc := func(a *protocol.Ack) []byte {
+		d, err := codec.EncodeAck(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	all := func() *protocol.Ack { return &protocol.Ack{Device: "gw-1", Epoch: epoch, Through: last} }
+	unsigned := enc(all())
+	wrongKey := all()
+	other.Signer.Sign(wrongKey)
+	claimed := all() // another key's signature under the hub's key id
+	other.Signer.Sign(claimed)
+	claimed.KeyID = h.Key.Signer.KeyID()
+	tampered := &protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 1} // the hub settled seq 1 only...
+	h.Key.Signer.Sign(tampered)
+	tampered.Through = last // ...and the forger widened it
+	v1 := all()
+	v1.Version = 1
+	forged := map[string][][]byte{
+		"unsigned":      {unsigned, enc(v1)},
+		"unknown_key":   {enc(wrongKey)},
+		"bad_signature": {enc(claimed), enc(tampered)},
+	}
+	for _, ps := range forged {
+		publishAcks(t, c, ps...)
+	}
+	testsvc.WaitFor(t, 10*time.Second, "forged acks counted", func() error {
+		st := r.fw.Stats()
+		for reason, ps := range forged {
+			if st.AcksIgnored[reason] != uint64(len(ps)) {
+				return fmt.Errorf("ignored %v", st.AcksIgnored)
+			}
+		}
+		return nil
+	})
+	// Resent, since no ack came: still all there.
+	testsvc.WaitFor(t, 10*time.Second, "a resend after the ack timeout", func() error {
+		if h.Dupes() == 0 {
+			return fmt.Errorf("no batch received twice")
+		}
+		return nil
+	})
+	if st := r.ob.Stats(); st.Settled != 0 || st.Backlog.Readings != 3000 || r.fw.Stats().Acks != 0 {
+		t.Fatalf("forged acks changed the outbox: %+v, acks applied %d", st, r.fw.Stats().Acks)
+	}
+	h.SetAcking(true)
+	r.delivered(h)
+	if st := r.fw.Stats(); st.Acks == 0 || st.AcksIgnored["unsigned"] != 2 {
+		t.Errorf("after the hub's acks: %+v", st)
+	}
+	// One line per reason within a minute: a flood is counted, not logged.
+	for reason := range forged {
+		if n := strings.Count(logs.String(), "reason="+reason+" "); n != 1 {
+			t.Errorf("%d log lines for reason %s, want 1:\n%s", n, reason, logs.String())
+		}
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// unacked starts a rig whose hub stub h does not ack yet, adds 3,000
+// readings and waits until batches are out; it also connects a client
+// that is not the hub.
+func unacked(t *testing.T, b *testsvc.Broker, h *testsvc.HubStub, mod func(*forward.Options)) (*rig, paho.Client) {
 	h.SetAcking(false)
-	r := newRig(t, b, nil)
+	r := newRig(t, b, h.Key.Keys, mod)
 	r.add(3000)
 	testsvc.WaitFor(t, 20*time.Second, "batches published", func() error {
 		if len(h.Applied()) < 2 {
@@ -200,33 +330,17 @@ func TestRogueAcks(t *testing.T) {
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
-	defer c.Disconnect(0)
-	codec := protocol.NewCodec(protocol.Limits{})
-	epoch := r.ob.Epoch()
-	enc := func(a *protocol.Ack) []byte { d, _ := codec.EncodeAck(a); return d }
-	rogue := [][]byte{
-		[]byte("garbage"),
-		enc(&protocol.Ack{Device: "gw-2", Epoch: epoch, Through: 1}),
-		enc(&protocol.Ack{Device: "gw-1", Epoch: epoch + 1, Through: 1}),
-		enc(&protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 1 << 40}),
-	}
-	for _, p := range rogue {
+	t.Cleanup(func() { c.Disconnect(0) })
+	return r, c
+}
+
+// publishAcks publishes payloads on gw-1's ack topic.
+func publishAcks(t *testing.T, c paho.Client, payloads ...[]byte) {
+	for _, p := range payloads {
 		if tok := c.Publish("freshet/v1/gw-1/ack", 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
 		}
 	}
-	testsvc.WaitFor(t, 10*time.Second, "rogue acks counted", func() error {
-		st := r.fw.Stats()
-		if st.AcksIgnored["malformed"] != 1 || st.AcksIgnored["refused"] != 3 {
-			return fmt.Errorf("ignored %v", st.AcksIgnored)
-		}
-		return nil
-	})
-	if st := r.ob.Stats(); st.Settled != 0 || st.Backlog.Readings != 3000 {
-		t.Fatalf("rogue acks changed the outbox: %+v", st)
-	}
-	h.SetAcking(true)
-	r.delivered(h)
 }
 
 // TestLastWill: when the connection dies without a goodbye the broker
@@ -234,7 +348,7 @@ func TestRogueAcks(t *testing.T) {
 func TestLastWill(t *testing.T) {
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {
 		h := testsvc.StartHubStub(t, b.URL())
-		r := newRig(t, b, func(o *forward.Options) { o.KeepAlive = time.Second })
+		r := newRig(t, b, h.Key.Keys, func(o *forward.Options) { o.KeepAlive = time.Second })
 		testsvc.WaitFor(t, 10*time.Second, "online", func() error {
 			if s := h.Status("gw-1"); s == nil || s.State != protocol.StateOnline || !r.fw.Connected() {
 				return fmt.Errorf("status %+v", s)
@@ -265,7 +379,7 @@ func TestLastWill(t *testing.T) {
 func TestStalledLink(t *testing.T) {
 	b := testsvc.StartMochi(t)
 	h := testsvc.StartHubStub(t, b.URL())
-	r := newRig(t, b, func(o *forward.Options) { o.KeepAlive = time.Second; o.ConnectTimeout = time.Second })
+	r := newRig(t, b, h.Key.Keys, func(o *forward.Options) { o.KeepAlive = time.Second; o.ConnectTimeout = time.Second })
 	r.add(500)
 	testsvc.WaitFor(t, 10*time.Second, "first delivery", func() error {
 		if h.Readings() == 0 {

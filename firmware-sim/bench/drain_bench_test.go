@@ -107,9 +107,10 @@ func drainOnce(b *testing.B, iter int, ix *testsvc.Influx, brokerURL, hubBin str
 			b.Fatalf("%s: %v", name, err)
 		}
 	}
-	h := startHub(b, hubBin, filepath.Join(dir, "hub"), brokerURL, ix, db, iter)
+	key := testsvc.NewAckKey(b)
+	h := startHub(b, hubBin, filepath.Join(dir, "hub"), brokerURL, key.KeyFile, ix, db, iter)
 	f, err := fleet.New(fleet.Options{
-		Devices: drainDevices, Seed: uint64(iter) + 1, Broker: brokerURL, DataDir: filepath.Join(dir, "fleet"),
+		Devices: drainDevices, Seed: uint64(iter) + 1, Broker: brokerURL, DataDir: filepath.Join(dir, "fleet"), HubKeys: []string{key.PubFile},
 		Prefix: prefix, Interval: bmeInterval,
 		Tune: func(c *agent.Config) {
 			c.Outbox.MaxBatchAge = cfgfile.Duration(batchAge)
@@ -272,7 +273,7 @@ type hubProc struct {
 
 // startHub runs freshet-hub with its defaults against the broker and the
 // database, and waits until it is ready (subscribed, InfluxDB reachable).
-func startHub(b *testing.B, bin, dir, brokerURL string, ix *testsvc.Influx, db string, iter int) *hubProc {
+func startHub(b *testing.B, bin, dir, brokerURL, keyFile string, ix *testsvc.Influx, db string, iter int) *hubProc {
 	port, err := testsvc.FreePort()
 	if err != nil {
 		b.Fatal(err)
@@ -286,7 +287,8 @@ broker: {url: %q, client_id: hub-drain-%d}
 influx: {url: %q, bucket: %q, token_env: FRESHET_BENCH_INFLUX_TOKEN}
 http: {listen: "127.0.0.1:%d"}
 log: {level: warn}
-`, dir, brokerURL, iter, ix.URL, db+"/autogen", port)), 0o644)
+ack_key_file: %s
+`, dir, brokerURL, iter, ix.URL, db+"/autogen", port, keyFile)), 0o644)
 	h := &hubProc{b: b, cmd: exec.Command(bin, "-config", cfg), url: fmt.Sprintf("http://127.0.0.1:%d", port), out: &strings.Builder{}, done: make(chan error, 1)}
 	h.cmd.Env = append(os.Environ(), "FRESHET_BENCH_INFLUX_TOKEN="+ix.Token)
 	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/freshet-iot/freshet/firmware-sim/fleet"
+	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/localsvc"
 )
 
@@ -83,13 +85,23 @@ func Run(ctx context.Context, o Options) error {
 	}
 	hubDir := filepath.Join(o.WorkDir, "hub")
 	os.MkdirAll(hubDir, 0o755)
+	// The hub signs its acks and the gateways obey only its key, as in
+	// production. The key stays with the hub's state between runs.
+	keyDir := filepath.Join(hubDir, "ack-key")
+	signer, err := ackkey.LoadSigner(filepath.Join(keyDir, ackkey.KeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		signer, err = ackkey.Generate(keyDir)
+	}
+	if err != nil {
+		return fmt.Errorf("ack key: %w", err)
+	}
 	cfgPath := filepath.Join(hubDir, "hub.yaml")
 	// A short allowed lateness so the demo's 1 m aggregates appear within a
 	// couple of minutes (production default: 2 m). The flaky fleet's chips
 	// get stuck for a minute now and then: a stuck_count shows those as data
 	// quality findings (the production default waits 2 h).
-	cfg := fmt.Sprintf("data_dir: %s\nbroker: {embedded: {listen: \"127.0.0.1:%d\"}}\ninflux: {url: %q, bucket: %q, token_env: FRESHET_DEMO_INFLUX_TOKEN}\nwindows: {allowed_lateness: 15s}\nquality: {sensors: [{sensor: bme280, stuck_count: 30}]}\nhttp: {listen: %q}\n",
-		hubDir, brokerPort, influxURL, bucket, httpAddr)
+	cfg := fmt.Sprintf("data_dir: %s\nbroker: {embedded: {listen: \"127.0.0.1:%d\"}}\ninflux: {url: %q, bucket: %q, token_env: FRESHET_DEMO_INFLUX_TOKEN}\nwindows: {allowed_lateness: 15s}\nquality: {sensors: [{sensor: bme280, stuck_count: 30}]}\nhttp: {listen: %q}\nack_key_file: %s\n",
+		hubDir, brokerPort, influxURL, bucket, httpAddr, filepath.Join(keyDir, ackkey.KeyFile))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -138,7 +150,8 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("freshet-hub not ready: %w", err)
 	}
 	f, err := fleet.New(fleet.Options{Devices: o.Devices, Seed: o.Seed, Broker: fmt.Sprintf("tcp://127.0.0.1:%d", brokerPort),
-		DataDir: filepath.Join(o.WorkDir, "fleet"), Flaky: true, Logger: o.Logger, FieldGateways: o.FieldGateways})
+		DataDir: filepath.Join(o.WorkDir, "fleet"), Flaky: true, Logger: o.Logger, FieldGateways: o.FieldGateways,
+		HubKeys: []string{filepath.Join(keyDir, ackkey.PubFile)}})
 	if err != nil {
 		return err
 	}
@@ -168,11 +181,12 @@ freshet demo: %d simulated gateways on flaky links -> freshet-hub (embedded brok
   %-12s the same with 'q=%s' (1 m windows close about 75 s after their end)
   %-12s the same with 'q=%s' (data quality: stuck chips, offline gateways ...)
   %-12s the same with 'q=%s' (readings gateways dropped under their disk bound)
-%s  logs         %s
+%s  acks         signed by the hub's key %s (%s); the gateways obey no other
+  logs         %s
 Ctrl-C stops everything.
 
 `, o.Devices, base, base, base, influxURL, bucket, raw.Name, influxURL, token, db, raw.InfluxQL,
-		aggs.Name, aggs.InfluxQL, findings.Name, findings.InfluxQL, gaps.Name, gaps.InfluxQL, field, logf.Name())
+		aggs.Name, aggs.InfluxQL, findings.Name, findings.InfluxQL, gaps.Name, gaps.InfluxQL, field, signer.KeyID(), keyDir, logf.Name())
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {

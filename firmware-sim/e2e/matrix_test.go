@@ -29,12 +29,14 @@ var metrics = append([]string{"temperature", "humidity", "pressure"}, fleet.Fiel
 
 // world is one scenario's setup.
 type world struct {
-	t       *testing.T
-	ix      *testsvc.Influx
-	db      string
-	broker  *testsvc.Broker
-	hubBin  string
-	hub     *hubProc // the scenario's one hub (clusters have several)
+	t      *testing.T
+	ix     *testsvc.Influx
+	db     string
+	broker *testsvc.Broker
+	hubBin string
+	hub    *hubProc // the scenario's one hub (clusters have several)
+	// keys sign the hubs' acks; the agents obey every one of them.
+	keys    []*testsvc.AckKey
 	httpURL string
 	fleet   *fleet.Fleet
 	stop    func()
@@ -48,7 +50,7 @@ type world struct {
 // newWorld starts a hub (its config extended by extra YAML lines, which
 // may replace the windows line) and a fleet.
 func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fleet.Options, extra ...string) *world {
-	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin}
+	w := &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin, keys: []*testsvc.AckKey{testsvc.NewAckKey(t)}}
 	dir := t.TempDir()
 	port, _ := testsvc.FreePort()
 	w.httpURL = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -69,7 +71,8 @@ func newWorld(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, fo fl
 broker: %s
 influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
 http: {listen: "127.0.0.1:%d"}
-`, filepath.Join(dir, "hub"), brokerCfg, ix.URL, w.db+"/autogen", port)
+ack_key_file: %s
+`, filepath.Join(dir, "hub"), brokerCfg, ix.URL, w.db+"/autogen", port, w.keys[0].KeyFile)
 	if x := strings.Join(extra, "\n"); !strings.Contains(x, "windows:") {
 		cfg += "windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s}\n"
 	}
@@ -84,7 +87,7 @@ http: {listen: "127.0.0.1:%d"}
 // runFleet starts the scenario's fleet on brokerURL with the e2e timings
 // (fo.Tune applies after them); w.stop stops it.
 func (w *world) runFleet(fo fleet.Options, brokerURL, dataDir string) {
-	fo.Broker, fo.DataDir, fo.GroundTruth = brokerURL, dataDir, true
+	fo.Broker, fo.DataDir, fo.GroundTruth, fo.HubKeys = brokerURL, dataDir, true, w.hubKeys()
 	if fo.Devices == 0 {
 		fo.Devices = 4
 	}
@@ -110,6 +113,15 @@ func (w *world) runFleet(fo fleet.Options, brokerURL, dataDir string) {
 	go func() { defer close(done); f.Run(ctx) }()
 	var once sync.Once
 	w.stop = func() { once.Do(func() { cancel(); <-done }) }
+}
+
+// hubKeys are the agents' mqtt.hub_keys: the public keys of w.keys.
+func (w *world) hubKeys() []string {
+	var out []string
+	for _, k := range w.keys {
+		out = append(out, k.PubFile)
+	}
+	return out
 }
 
 func (w *world) startHub() { w.hub.start() }

@@ -42,7 +42,9 @@ type cluster struct {
 // subscriptions keep each device on one hub (rendezvous), and the others
 // connect to it.
 func newCluster(t *testing.T, ix *testsvc.Influx, hubBin, brokerName string, n int, fo fleet.Options) *cluster {
-	c := &cluster{world: &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin}}
+	// Two keys: hub i signs with keys[i%2] (hubs may share a key or have
+	// their own), and the agents obey both.
+	c := &cluster{world: &world{t: t, ix: ix, db: ix.NewDatabase(t), hubBin: hubBin, keys: []*testsvc.AckKey{testsvc.NewAckKey(t), testsvc.NewAckKey(t)}}}
 	var brokerURL string
 	embeddedPort := 0
 	if brokerName == "embedded" {
@@ -64,7 +66,8 @@ influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
 http: {listen: "127.0.0.1:%d"}
 windows: {sizes: [1m], allowed_lateness: 1s, idle_timeout: 3s, verify_after: 2s}
 quality: {interval: 500ms}
-`, filepath.Join(dir, "hub"), broker, ix.URL, c.db+"/autogen", port)
+ack_key_file: %s
+`, filepath.Join(dir, "hub"), broker, ix.URL, c.db+"/autogen", port, c.keys[i%len(c.keys)].KeyFile)
 	}
 	for range n {
 		c.addHub()
@@ -318,8 +321,12 @@ func TestMultiHub(t *testing.T) {
 		}
 		batches := ob.Stats().Backlog.Batches
 		topics, _ := protocol.NewTopics("")
+		keys, err := protocol.NewAckKeys(c.keys[0].Signer.Public(), c.keys[1].Signer.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
 		agenttest.Run(t, ob, forward.Options{Broker: c.brokerURL, Device: "split-0001", Topics: topics, AckTimeout: 2 * time.Second,
-			BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Poll: 20 * time.Millisecond}, 0)
+			BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Poll: 20 * time.Millisecond, AckKeys: keys}, 0)
 		testsvc.WaitFor(t, 3*time.Minute, "the split backlog drained", func() error {
 			if st := ob.Stats(); st.Backlog.Readings != 0 {
 				return fmt.Errorf("%d batches, %d readings left", st.Backlog.Batches, st.Backlog.Readings)

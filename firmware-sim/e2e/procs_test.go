@@ -38,12 +38,13 @@ func buildAgent(t *testing.T) string {
 	return bin
 }
 
-func newAgentProc(t *testing.T, bin, name, brokerURL string) *agentProc {
-	return startAgentProc(t, agentProcOptions{bin: bin, name: name, broker: brokerURL, zones: 4})
+func newAgentProc(t *testing.T, bin, name, brokerURL string, hubKeys []string) *agentProc {
+	return startAgentProc(t, agentProcOptions{bin: bin, name: name, broker: brokerURL, hubKeys: hubKeys, zones: 4})
 }
 
 type agentProcOptions struct {
 	bin, name, broker string
+	hubKeys           []string // mqtt.hub_keys
 	prefix            []string // run bin under this emulator
 	zones             int      // cpu_temp sensors
 	sensors           string   // more sensors, as YAML list items
@@ -60,11 +61,11 @@ func startAgentProc(t *testing.T, o agentProcOptions) *agentProc {
 data_dir: %s
 sys_root: %s
 commit_log: %s
-mqtt: {broker: %q, backoff_min: 50ms, backoff_max: 500ms, ack_timeout: 2s%s}
+mqtt: {broker: %q, hub_keys: [%s], backoff_min: 50ms, backoff_max: 500ms, ack_timeout: 2s%s}
 outbox: {commit_interval: 200ms, max_batch_age: 500ms}
 http: {listen: "127.0.0.1:%d"}
 sensors:
-`, name, dir, p.root, p.commitLog, brokerURL, o.mqtt, port)
+`, name, dir, p.root, p.commitLog, brokerURL, strings.Join(o.hubKeys, ", "), o.mqtt, port)
 	for z := range o.zones {
 		if _, err := sysfs.NewThermalZone(p.root, z, "zone", 40+float64(z)); err != nil {
 			t.Fatal(err)

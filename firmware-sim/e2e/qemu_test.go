@@ -110,7 +110,7 @@ func TestArmAgentsUnderQemu(t *testing.T) {
         - {metric: energy, unit: kWh, kind: input, address: 0x0048, type: float32}
 `, gw.Addr, i+1)
 		w.procs = append(w.procs, startAgentProc(t, agentProcOptions{bin: bins[tg.name], name: "pi-" + tg.name,
-			broker: w.broker.URL(), prefix: tg.qemu, zones: 1, sensors: sensors}))
+			broker: w.broker.URL(), hubKeys: w.hubKeys(), prefix: tg.qemu, zones: 1, sensors: sensors}))
 	}
 	run(6 * time.Second)
 	for _, s := range meters {

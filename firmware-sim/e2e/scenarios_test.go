@@ -169,7 +169,7 @@ var scenarios = []scenario{
 		run: func(w *world) {
 			bin := buildAgent(w.t)
 			for i := range 3 {
-				w.procs = append(w.procs, newAgentProc(w.t, bin, fmt.Sprintf("proc-%d", i), w.broker.URL()))
+				w.procs = append(w.procs, newAgentProc(w.t, bin, fmt.Sprintf("proc-%d", i), w.broker.URL(), w.hubKeys()))
 			}
 			r := rand.New(rand.NewPCG(9, 9))
 			for i := range 6 {

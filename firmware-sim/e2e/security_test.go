@@ -61,6 +61,7 @@ func TestAttacks(t *testing.T) {
 	bp, _ := testsvc.FreePort()
 	hp, _ := testsvc.FreePort()
 	brokerURL := fmt.Sprintf("tcp://127.0.0.1:%d", bp)
+	key := testsvc.NewAckKey(t)
 	h := &hubProc{name: "hub", bin: hubBin, cfg: filepath.Join(dir, "hub.yaml"), dataDir: filepath.Join(dir, "hub"),
 		httpURL: fmt.Sprintf("http://127.0.0.1:%d", hp), env: []string{"E2E_INFLUX_TOKEN=" + ix.Token}}
 	os.WriteFile(h.cfg, []byte(fmt.Sprintf(`data_dir: %s
@@ -73,7 +74,8 @@ broker:
 influx: {url: %q, bucket: %q, token_env: E2E_INFLUX_TOKEN}
 http: {listen: "127.0.0.1:%d"}
 windows: {sizes: [1m]}
-`, h.dataDir, bp, dir, dir, ix.URL, db+"/autogen", hp)), 0o644)
+ack_key_file: %s
+`, h.dataDir, bp, dir, dir, ix.URL, db+"/autogen", hp, key.KeyFile)), 0o644)
 	h.startTB(t)
 	defer h.stop(false)
 	testsvc.WaitFor(t, 20*time.Second, "the hub serving", func() error {
@@ -82,7 +84,7 @@ windows: {sizes: [1m]}
 		}
 		return nil
 	})
-	agent := startAgentProc(t, agentProcOptions{bin: agentBin, name: "gw-1", broker: brokerURL, zones: 2,
+	agent := startAgentProc(t, agentProcOptions{bin: agentBin, name: "gw-1", broker: brokerURL, hubKeys: []string{key.PubFile}, zones: 2,
 		mqtt: fmt.Sprintf(", username: gw-1, password_file: %s/gw-1.pw", dir)})
 	testsvc.WaitFor(t, 30*time.Second, "gw-1's first batches applied", func() error {
 		if n := h.metric(`freshet_hub_batches_total{result="applied"}`); n < 3 {

@@ -47,7 +47,7 @@ func BenchmarkSurge(b *testing.B) {
 				o := surge.Options{Devices: benchSurgeDevices, Batches: benchSurgeBatches, Readings: benchSurgeReadings,
 					Window: 8, AckTimeout: 30 * time.Second, ConnectWithin: 10 * time.Second}
 				before := influxLimit(b, ix, o)
-				res := runSurge(b, ix, hubBin, name, o, surgeMemLimit[name])
+				res := runSurge(b, ix, hubBin, name, o, surgeMemLimit[name], false)
 				after := influxLimit(b, ix, o)
 				if res.err != nil {
 					b.Fatal(res.err)

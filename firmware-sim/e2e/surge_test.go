@@ -64,7 +64,7 @@ func TestSurge(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			res := runSurge(t, ix, hubBin, name, surge.Options{Devices: surgeDevices, Batches: surgeBatches, Readings: surgeReadings,
-				Window: 8, AckTimeout: 5 * time.Minute, ConnectWithin: 5 * time.Second}, "176MiB")
+				Window: 8, AckTimeout: 5 * time.Minute, ConnectWithin: 5 * time.Second}, "176MiB", true)
 			if res.err != nil {
 				t.Fatal(res.err)
 			}
@@ -113,8 +113,10 @@ type surgeResult struct {
 
 // runSurge starts a hub (its embedded broker, or Mosquitto configured as
 // deploy/mosquitto) on a fresh database of ix, runs a surge through it and
-// reads the hub's counters, the broker's drops and InfluxDB's count.
-func runSurge(tb testing.TB, ix *testsvc.Influx, hubBin, brokerName string, o surge.Options, memLimit string) surgeResult {
+// reads the hub's counters, the broker's drops and InfluxDB's count. The
+// hub signs its acks; with verify the gateways check them as agents do
+// (the benchmark leaves that CPU out of its load generator).
+func runSurge(tb testing.TB, ix *testsvc.Influx, hubBin, brokerName string, o surge.Options, memLimit string, verify bool) surgeResult {
 	devices, batches, readings := o.Devices, o.Batches, o.Readings
 	db, err := ix.NewDatabaseName()
 	if err != nil {
@@ -133,6 +135,10 @@ func runSurge(tb testing.TB, ix *testsvc.Influx, hubBin, brokerName string, o su
 		brokerURL = mosq.URL()
 		brokerCfg = fmt.Sprintf("{url: %q, client_id: hub-surge}", brokerURL)
 	}
+	key := testsvc.NewAckKey(tb)
+	if verify {
+		o.AckKeys = key.Keys
+	}
 	h := &hubProc{t: nil, name: "hub", bin: hubBin, cfg: filepath.Join(dir, "hub.yaml"), dataDir: filepath.Join(dir, "hub"),
 		httpURL: fmt.Sprintf("http://127.0.0.1:%d", port), env: []string{"E2E_INFLUX_TOKEN=" + ix.Token}}
 	cfg := fmt.Sprintf(`data_dir: %s
@@ -142,7 +148,8 @@ http: {listen: "127.0.0.1:%d"}
 windows: {sizes: [1m, 1h]}
 log: {level: warn}
 memory: {limit: %s}
-`, h.dataDir, brokerCfg, ix.URL, db+"/autogen", port, memLimit)
+ack_key_file: %s
+`, h.dataDir, brokerCfg, ix.URL, db+"/autogen", port, memLimit, key.KeyFile)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
 		tb.Fatal(err)
 	}

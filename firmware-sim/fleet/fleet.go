@@ -37,6 +37,10 @@ type Options struct {
 	Devices int    // default 20
 	Seed    uint64 // the same seed gives the same signals and faults
 	Broker  string // MQTT URL
+	// HubKeys are the hub's ack public keys, as the agents' mqtt.hub_keys;
+	// required unless InsecureUnsignedAcks.
+	HubKeys              []string
+	InsecureUnsignedAcks bool
 	// DataDir holds each device's outbox and sysfs tree; required.
 	DataDir string
 	// Interval between BME280 reads. Default 1s.
@@ -147,7 +151,8 @@ func (f *Fleet) newDevice(name string, field bool) (*Device, error) {
 	dur := func(t time.Duration) cfgfile.Duration { return cfgfile.Duration(t) }
 	cfg := &agent.Config{
 		Device: name, DataDir: dir, SysRoot: dir, Labels: map[string]string{"fleet": "sim"},
-		MQTT:   agent.MQTTConfig{Broker: f.o.Broker, BackoffMin: dur(200 * time.Millisecond), BackoffMax: dur(5 * time.Second), AckTimeout: dur(10 * time.Second)},
+		MQTT: agent.MQTTConfig{Broker: f.o.Broker, BackoffMin: dur(200 * time.Millisecond), BackoffMax: dur(5 * time.Second), AckTimeout: dur(10 * time.Second),
+			HubKeys: f.o.HubKeys, InsecureUnsignedAcks: f.o.InsecureUnsignedAcks},
 		Outbox: agent.OutboxConfig{MaxBatchAge: dur(10 * time.Second)},
 		HTTP:   agent.HTTPConfig{Listen: "off"},
 		Sensors: []sensor.Config{

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 func TestFieldGateway(t *testing.T) {
 	b := testsvc.StartMochi(t)
 	h := testsvc.StartHubStub(t, b.URL())
-	f, err := fleet.New(fleet.Options{Devices: 1, Broker: b.URL(), DataDir: t.TempDir(), FieldGateways: 1,
+	f, err := fleet.New(fleet.Options{Devices: 1, Broker: b.URL(), DataDir: t.TempDir(), FieldGateways: 1, HubKeys: []string{h.Key.PubFile},
 		Tune: func(c *agent.Config) { c.Outbox.MaxBatchAge = cfgfile.Duration(300 * time.Millisecond) }})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestFieldGateway(t *testing.T) {
 func TestFleetDelivers(t *testing.T) {
 	b := testsvc.StartMochi(t)
 	h := testsvc.StartHubStub(t, b.URL())
-	f, err := fleet.New(fleet.Options{Devices: 3, Seed: 1, Broker: b.URL(), DataDir: t.TempDir(), Interval: 200 * time.Millisecond})
+	f, err := fleet.New(fleet.Options{Devices: 3, Seed: 1, Broker: b.URL(), DataDir: t.TempDir(), Interval: 200 * time.Millisecond, HubKeys: []string{h.Key.PubFile}})
 	if err != nil {
 		t.Fatal(err)
 	}

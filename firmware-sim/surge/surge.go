@@ -50,6 +50,10 @@ type Options struct {
 	// Username and Password, if the broker wants them (the same for all).
 	Username, Password string
 	Topics             protocol.Topics
+	// AckKeys, if set, are the hub keys acks must be signed with, as the
+	// agent checks them (an ack that does not verify is ignored); nil
+	// takes every ack (the verification costs this process's CPU).
+	AckKeys *protocol.AckKeys
 }
 
 // Result is what a surge did.
@@ -292,6 +296,9 @@ func (g *gateway) session(ctx context.Context) (bool, error) {
 		case payload := <-c.acks:
 			a, err := codec.DecodeAck(payload)
 			if err != nil || a.Device != g.name || a.Epoch != g.epoch {
+				continue
+			}
+			if keys := g.r.o.AckKeys; keys != nil && keys.Verify(a) != nil {
 				continue
 			}
 			g.r.acks.Add(1)

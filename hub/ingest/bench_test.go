@@ -24,7 +24,7 @@ func BenchmarkPipeline(b *testing.B) {
 	db := bolttest.Open(b, &bolt.Options{NoSync: true, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	win, _ := window.New(window.Options{})
 	h := &Pipeline{o: Options{DB: db, Windows: win, Limits: protocol.Limits{}.WithDefaults(), Now: time.Now, Fleet: fleet.New(fleet.Options{}), Findings: nobody{}},
-		metrics: newMetrics(nil, nil, nil)}
+		metrics: newMetrics(nil, nil, nil, nil)}
 	db.Update(func(tx *bolt.Tx) error { return win.Init(tx) })
 	db.Update(func(tx *bolt.Tx) error { return ledger.Init(tx) })
 	const devices, samples = 16, 500

@@ -168,6 +168,7 @@ func (p *Pipeline) commit(group []*record) error {
 // reconnect the broker redelivers, and the ledger answers again).
 func (p *Pipeline) finish(codec *protocol.Codec, r *record) {
 	if send := p.send.Load(); r.ack != nil && send != nil {
+		p.sign(r.ack)
 		if data, err := codec.EncodeAck(r.ack); err == nil {
 			p.o.Failpoint("before-ack")
 			// Not waited on: a lost ack means a resend, which is re-acked.
@@ -179,6 +180,19 @@ func (p *Pipeline) finish(codec *protocol.Codec, r *record) {
 		}
 	}
 	r.msg.Ack()
+}
+
+// sign signs a version 2 ack with the hub's key; it counts what goes
+// unsigned.
+func (p *Pipeline) sign(a *protocol.Ack) {
+	switch {
+	case a.Version == 1:
+		p.metrics.AcksUnsigned.WithLabelValues(unsignedVersion1).Inc()
+	case p.o.AckSigner == nil:
+		p.metrics.AcksUnsigned.WithLabelValues(unsignedNoKey).Inc()
+	default:
+		p.o.AckSigner.Sign(a) // a version 2 ack: it cannot fail
+	}
 }
 
 // before is the batch's bound on the event times of earlier seqs: its

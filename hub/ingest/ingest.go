@@ -141,6 +141,10 @@ type Options struct {
 	Fleet Observer
 	// Findings counts the dropped findings of gap notices; nil counts none.
 	Findings FindingCounter
+	// AckSigner signs every version 2 ack (version 1 acks, answers to old
+	// agents, have no room for a signature); nil sends them unsigned, and
+	// counts them (Metrics.AcksUnsigned).
+	AckSigner *protocol.AckSigner
 	// Workers decode and write raw points in parallel. Default DefaultWorkers.
 	Workers int
 	// DeadLetters bounds the refused payloads kept for inspection. Default
@@ -254,7 +258,7 @@ func New(o Options) (*Pipeline, error) {
 	p := &Pipeline{o: o, log: o.Logger, in: make(chan Message, o.Broker.MaxInflight),
 		done: make(chan *record, o.Broker.MaxInflight)}
 	p.codecs.New = func() any { return protocol.NewCodec(o.Limits) }
-	p.metrics = newMetrics(o.Registerer, func() float64 { return float64(len(p.in)) }, func() float64 {
+	p.metrics = newMetrics(o.Registerer, o.AckSigner, func() float64 { return float64(len(p.in)) }, func() float64 {
 		if p.connected.Load() {
 			return 1
 		}

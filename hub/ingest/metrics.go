@@ -34,6 +34,10 @@ type Metrics struct {
 	AcksUnsent prometheus.Counter
 	// Commits counts group commits of the ledger and window state.
 	Commits prometheus.Counter
+	// AcksUnsigned counts acks sent without a signature, by reason:
+	// no_key (insecure_unsigned_acks), version_1 (an old agent's batch,
+	// answered in version 1, which has no signature).
+	AcksUnsigned *prometheus.CounterVec
 }
 
 // Batch results, the values of Metrics.Batches' label.
@@ -44,7 +48,13 @@ const (
 	resultDropped   = "dropped"
 )
 
-func newMetrics(reg prometheus.Registerer, queued, connected func() float64) *Metrics {
+// Reasons for an unsigned ack, the values of Metrics.AcksUnsigned' label.
+const (
+	unsignedNoKey    = "no_key"
+	unsignedVersion1 = "version_1"
+)
+
+func newMetrics(reg prometheus.Registerer, signer *protocol.AckSigner, queued, connected func() float64) *Metrics {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
@@ -61,6 +71,11 @@ func newMetrics(reg prometheus.Registerer, queued, connected func() float64) *Me
 		Connects:    counter("freshet_hub_broker_connects_total", "Broker sessions started: one, plus one per reconnect."),
 		AcksUnsent:  counter("freshet_hub_acks_unsent_total", "Agents' acks the broker session could not send (the batch comes again and is acked again)."),
 		Commits:     counter("freshet_hub_commits_total", "Group commits of the ledger and window state."),
+		AcksUnsigned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_acks_unsigned_total",
+			Help: "Acks sent without a signature, by reason: no_key (insecure_unsigned_acks), version_1 (answers to old agents)."}, []string{"reason"}),
+	}
+	for _, r := range []string{unsignedNoKey, unsignedVersion1} {
+		m.AcksUnsigned.WithLabelValues(r)
 	}
 	for _, r := range []string{resultApplied, resultDuplicate, resultRejected, resultDropped} {
 		m.Batches.WithLabelValues(r)
@@ -69,7 +84,12 @@ func newMetrics(reg prometheus.Registerer, queued, connected func() float64) *Me
 		m.Rejections.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits, m.Connects, m.AcksUnsent,
+		key := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "freshet_hub_ack_key_info",
+			Help: "1, labelled with the id of the key the hub signs acks with; absent when it sends them unsigned."}, []string{"key_id"})
+		if signer != nil {
+			key.WithLabelValues(signer.KeyID()).Set(1)
+		}
+		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits, m.Connects, m.AcksUnsent, m.AcksUnsigned, key,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_intake_queue",
 				Help: "Messages taken from the broker and waiting for a worker."}, queued),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_broker_connected",

@@ -17,12 +17,16 @@ import (
 // HubStub is a minimal acking subscriber that stands in for the hub in agent
 // tests: it takes every batch from the broker, keeps the hub's ledger
 // (hub/ledger) per (device, epoch), which drops duplicates and treats
-// gap-notice seqs as settled, and acks from it as the hub does. It reconnects by itself when the broker goes away.
+// gap-notice seqs as settled, and acks from it as the hub does, signed
+// with a key of its own (its agents verify with Key.Keys or Key.PubFile). It
+// reconnects by itself when the broker goes away.
 type HubStub struct {
 	tb     testing.TB
 	url    string
 	topics protocol.Topics
 	acking atomic.Bool
+	// Key signs the stub's acks; agents verify them with Key.Keys.
+	Key *AckKey
 
 	mu       sync.Mutex
 	ledgers  map[ledgerKey]*ledger.State
@@ -42,7 +46,7 @@ type ledgerKey struct {
 func StartHubStub(tb testing.TB, url string) *HubStub {
 	tb.Helper()
 	topics, _ := protocol.NewTopics("")
-	h := &HubStub{tb: tb, url: url, topics: topics, ledgers: map[ledgerKey]*ledger.State{}, statuses: map[string]*protocol.Status{}, states: map[string][]string{}}
+	h := &HubStub{tb: tb, url: url, topics: topics, Key: NewAckKey(tb), ledgers: map[ledgerKey]*ledger.State{}, statuses: map[string]*protocol.Status{}, states: map[string][]string{}}
 	h.acking.Store(true)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -150,6 +154,9 @@ func (h *HubStub) handle(c paho.Client, m paho.Message) {
 		return
 	}
 	a := l.Ack(device, b.Epoch, b.Seq, b.Version, protocol.DefaultLimits().MaxAckSeqs)
+	if a.Version >= 2 {
+		h.Key.Signer.Sign(a)
+	}
 	data, err := codec.EncodeAck(a)
 	if err != nil {
 		h.tb.Errorf("hub stub: encode ack: %v", err)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +31,8 @@ func main() {
 	data := flag.String("data", ".run/fleet", "the devices' outboxes (without -demo)")
 	flaky := flag.Bool("flaky", true, "cut links and make chips misbehave now and then")
 	interval := flag.Duration("interval", time.Second, "BME280 read interval")
+	hubKeys := flag.String("hub-keys", "", "the hub's ack public keys, comma-separated: PEM files or base64 keys (without -demo; the agents' mqtt.hub_keys)")
+	unsigned := flag.Bool("insecure-unsigned-acks", false, "obey unsigned acks (without -demo; the agents' mqtt.insecure_unsigned_acks)")
 	demoMode := flag.Bool("demo", false, "run influxd, freshet-hub and the fleet together (make run)")
 	work := flag.String("work", ".run", "the demo's working directory")
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -50,7 +53,12 @@ func main() {
 		}
 		return
 	}
-	f, err := fleet.New(fleet.Options{Devices: *devices, FieldGateways: *field, Seed: *seed, Broker: *broker, DataDir: *data, Flaky: *flaky, Interval: *interval, Logger: log})
+	var keys []string
+	if *hubKeys != "" {
+		keys = strings.Split(*hubKeys, ",")
+	}
+	f, err := fleet.New(fleet.Options{Devices: *devices, FieldGateways: *field, Seed: *seed, Broker: *broker, DataDir: *data, Flaky: *flaky, Interval: *interval, Logger: log,
+		HubKeys: keys, InsecureUnsignedAcks: *unsigned})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "freshet-sim:", err)
 		os.Exit(1)

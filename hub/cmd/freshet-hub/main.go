@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 
@@ -18,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/freshet-iot/freshet/hub"
+	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/boundlog"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
 	"github.com/freshet-iot/freshet/internal/version"
+	"github.com/freshet-iot/freshet/protocol"
 )
 
 func main() {
@@ -30,7 +33,18 @@ func main() {
 	check := flag.Bool("check", false, "validate the config, print what would run, and exit")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	probe := flag.String("probe", "", "GET this URL and exit 0 on 200 (a container health check without a shell)")
+	genkey := flag.String("genkey", "", "make a new ack signing key pair in this directory ("+ackkey.KeyFile+", "+ackkey.PubFile+") and exit")
 	flag.Parse()
+	if *genkey != "" {
+		s, err := ackkey.Generate(*genkey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "freshet-hub: -genkey:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("wrote %s (the hub's: ack_key_file) and %s (the agents': mqtt.hub_keys)\nkey id     %s\npublic key %s\n",
+			filepath.Join(*genkey, ackkey.KeyFile), filepath.Join(*genkey, ackkey.PubFile), s.KeyID(), ackkey.PublicBase64(s.Public()))
+		return
+	}
 	if *probe != "" {
 		resp, err := http.Get(*probe)
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -53,8 +67,13 @@ func main() {
 		debug.SetMemoryLimit(int64(cfg.Memory.Limit))
 	}
 	if *check {
-		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\n",
-			cfg.DataDir, brokerDesc(cfg), cfgfile.Redact(cfg.Influx.URL), cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen)
+		signer, err := cfg.AckSigner()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "freshet-hub: %s: %v\n", *configPath, err)
+			os.Exit(2)
+		}
+		fmt.Printf("state   %s/hub.db\nbroker  %s\ninflux  %s bucket %s\nwindows %v\nhttp    %s\nacks    %s\n",
+			cfg.DataDir, brokerDesc(cfg), cfgfile.Redact(cfg.Influx.URL), cfg.Influx.Bucket, cfg.Windows.Sizes, cfg.HTTP.Listen, acksDesc(signer))
 		return
 	}
 	level := new(slog.LevelVar)
@@ -79,6 +98,13 @@ func main() {
 		log.Error("stopped with an error", "err", err)
 		os.Exit(1)
 	}
+}
+
+func acksDesc(s *protocol.AckSigner) string {
+	if s == nil {
+		return "UNSIGNED (insecure_unsigned_acks): anyone who can publish on the broker can make agents delete readings"
+	}
+	return fmt.Sprintf("signed, key id %s, public key %s (agents: mqtt.hub_keys)", s.KeyID(), ackkey.PublicBase64(s.Public()))
 }
 
 func brokerDesc(cfg *hub.Config) string {
