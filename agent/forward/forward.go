@@ -363,7 +363,7 @@ func (f *Forwarder) handleAck(m paho.Message) {
 			f.count(func(s *Stats) { s.AcksIgnored[reason]++ })
 		}
 		if n, ok := f.logged.allow(reason, time.Now()); ok {
-			f.log.Warn("mqtt: ack ignored", "reason", reason, "err", clip(err.Error(), maxLogErr), "also_ignored_since_last_line", n)
+			f.log.Warn("mqtt: ack ignored", "reason", reason, "err", err, "also_ignored_since_last_line", n)
 		}
 	}
 	device, kind, err := f.o.Topics.Parse(m.Topic())
@@ -387,17 +387,6 @@ func (f *Forwarder) handleAck(m paho.Message) {
 		return
 	}
 	f.count(func(s *Stats) { s.Acks++; s.LastAck = time.Now() })
-}
-
-// maxLogErr bounds the error text of an ignored ack's log line: a hostile
-// ack may list a thousand seqs.
-const maxLogErr = 256
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // logLimiter lets through one log line per reason a minute: a flood of
