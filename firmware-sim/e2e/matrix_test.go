@@ -150,11 +150,14 @@ type key struct {
 	t                      int64
 }
 
-// commitLogs lists every device's ground truth.
+// commitLogs lists every device's ground truth (a world may have agent
+// processes and no fleet).
 func (w *world) commitLogs() []string {
 	var out []string
-	for _, d := range w.fleet.Devices {
-		out = append(out, filepath.Join(w.fleetDir(), d.Name, "commits.log"))
+	if w.fleet != nil {
+		for _, d := range w.fleet.Devices {
+			out = append(out, filepath.Join(w.fleetDir(), d.Name, "commits.log"))
+		}
 	}
 	for _, p := range w.procs {
 		out = append(out, p.commitLog)
