@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/freshet-iot/freshet/agent"
+	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 )
 
@@ -99,5 +101,51 @@ func TestAgentUnit(t *testing.T) {
 	out, err := exec.Command(tool, "verify", copyPath).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestAddHubKey: add-hub-key.sh (install.sh's, and a rotation's) builds a
+// key file the agent loads, one key per hub key added, never twice, and
+// refuses a private key; install.sh parses.
+func TestAddHubKey(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	sa, err := ackkey.Generate(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := ackkey.Generate(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "hub-ack.pub")
+	run := func(src string) (string, error) {
+		out, err := exec.Command("./systemd/add-hub-key.sh", dest, src).CombinedOutput()
+		return string(out), err
+	}
+	for _, src := range []string{filepath.Join(a, ackkey.PubFile), filepath.Join(a, ackkey.PubFile), filepath.Join(b, ackkey.PubFile)} {
+		if out, err := run(src); err != nil {
+			t.Fatalf("add-hub-key.sh %s: %v\n%s", src, err, out)
+		}
+	}
+	keys, err := ackkey.LoadKeys([]string{dest}, "mqtt.hub_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := keys.IDs()
+	slices.Sort(ids)
+	want := []string{sa.KeyID(), sb.KeyID()}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Errorf("key file holds %v, want %v", ids, want)
+	}
+	if data, _ := os.ReadFile(dest); strings.Count(string(data), "BEGIN PUBLIC KEY") != 2 {
+		t.Errorf("key file:\n%s", data)
+	}
+	if out, err := run(filepath.Join(a, ackkey.KeyFile)); err == nil || !strings.Contains(out, "holds a private key") {
+		t.Errorf("a private key: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("bash", "-n", "systemd/install.sh").CombinedOutput(); err != nil {
+		t.Errorf("install.sh: %v\n%s", err, out)
 	}
 }
