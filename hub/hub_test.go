@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -615,7 +616,8 @@ data_dir: %s
 broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: "http://127.0.0.1:9", bucket: db/autogen}
 http: {listen: "0.0.0.0:0", token_env: FRESHET_TEST_HTTP_TOKEN}
-`, t.TempDir())))
+ack_key_file: %s
+`, t.TempDir(), testsvc.NewAckKey(t).KeyFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,9 +689,16 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 // TestSecretsRedacted: passwords in the broker's and InfluxDB's URLs, the
-// broker password and the InfluxDB token appear in no log line and no
-// HTTP response (issue 15, finding 7: /readyz echoed a URL's userinfo).
+// broker password, the InfluxDB token and the ack signing key appear in no
+// log line and no HTTP response (issue 15, finding 7: /readyz echoed a
+// URL's userinfo).
 func TestSecretsRedacted(t *testing.T) {
+	key := testsvc.NewAckKey(t)
+	pem, err := os.ReadFile(key.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ackKey := strings.Split(string(pem), "\n")[1] // the PKCS#8 body
 	t.Setenv("FRESHET_TEST_INFLUX_TOKEN", "tok-S3cretTOKEN")
 	t.Setenv("FRESHET_TEST_BROKER_PW", "pw-S3cretBROKER")
 	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`
@@ -697,7 +706,8 @@ data_dir: %s
 broker: {url: "tcp://hubuser:url-S3cretURL1@127.0.0.1:9", username: hubuser, password_env: FRESHET_TEST_BROKER_PW}
 influx: {url: "http://admin:url-S3cretURL2@127.0.0.1:9", bucket: db/autogen, token_env: FRESHET_TEST_INFLUX_TOKEN}
 http: {listen: "off"}
-`, t.TempDir())))
+ack_key_file: %s
+`, t.TempDir(), key.KeyFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -731,7 +741,7 @@ http: {listen: "off"}
 	if !strings.Contains(bodies.String(), "admin:xxxxx@127.0.0.1:9") {
 		t.Errorf("/readyz does not name the (redacted) InfluxDB URL it cannot reach: %s", bodies.String())
 	}
-	for _, secret := range []string{"S3cretTOKEN", "S3cretBROKER", "S3cretURL1", "S3cretURL2"} {
+	for _, secret := range []string{"S3cretTOKEN", "S3cretBROKER", "S3cretURL1", "S3cretURL2", ackKey} {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("a log line holds %s:\n%s", secret, logs.String())
 		}
