@@ -22,7 +22,9 @@ import (
 //	freshet_agent_connected                     gauge    1 while connected to the broker
 //	freshet_agent_connects_total{result}        counter  connection attempts: ok, error
 //	freshet_agent_acks_total                    counter  acks applied
-//	freshet_agent_acks_ignored_total{reason}    counter  acks ignored, by reason
+//	freshet_agent_acks_ignored_total{reason}    counter  acks ignored, by reason: unsigned, unknown_key, bad_signature (not the hub's),
+//	                                                     malformed, foreign_topic, queue_full (agent/forward), foreign_device,
+//	                                                     unknown_epoch, unsent_seq (agent/outbox)
 //	freshet_agent_last_ack_age_seconds          gauge    seconds since the last ack (absent before the first)
 //	freshet_agent_outbox_reset                  gauge    1 if the outbox was found corrupt at start and a new epoch began
 //	freshet_agent_sensor_reads_total{sensor}    counter  sensor read attempts, failed ones included (agent/sensor)

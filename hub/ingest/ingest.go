@@ -10,7 +10,7 @@
 //	raw -> InfluxDB    (idempotent: same series and time overwrite)
 //	commit: ledger + window merge, one transaction (a seq already in the
 //	        ledger is skipped: redeliveries never double count)
-//	ack to the agent, then PUBACK to the broker
+//	ack to the agent (signed: Options.AckSigner), then PUBACK to the broker
 //
 // The batches waiting in the intake travel together: a worker writes their
 // raw points in one InfluxDB request and hands them on as a group, which
