@@ -215,13 +215,15 @@ func TestDashboardQueries(t *testing.T) {
 func runDashboardFleet(t *testing.T, ix *testsvc.Influx, db string) []string {
 	t.Helper()
 	t.Setenv("DASH_TEST_INFLUX_TOKEN", ix.Token)
+	key := testsvc.NewAckKey(t)
 	cfg, err := hub.ParseConfig(strings.NewReader(fmt.Sprintf(`data_dir: %s
 broker: {embedded: {listen: "127.0.0.1:0"}}
 influx: {url: %q, bucket: %q, token_env: DASH_TEST_INFLUX_TOKEN}
 windows: {sizes: [1m], allowed_lateness: 2s, idle_timeout: 1s}
 quality: {interval: 200ms, sensors: [{sensor: bme280, metric: temperature, max: 45}]}
 http: {listen: "off"}
-`, t.TempDir(), ix.URL, db+"/autogen")))
+ack_key_file: %s
+`, t.TempDir(), ix.URL, db+"/autogen", key.KeyFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +257,7 @@ http: {listen: "off"}
 	}
 	dur := func(d time.Duration) cfgfile.Duration { return cfgfile.Duration(d) }
 	f, err := fleet.New(fleet.Options{Devices: dashDevices, FieldGateways: 1, Seed: 7, Prefix: "gw-",
-		Broker: "tcp://" + h.BrokerAddr(), DataDir: t.TempDir(), Interval: 250 * time.Millisecond, Clock: clock,
+		Broker: "tcp://" + h.BrokerAddr(), DataDir: t.TempDir(), Interval: 250 * time.Millisecond, Clock: clock, HubKeys: []string{key.PubFile},
 		Tune: func(c *agent.Config) {
 			c.Outbox.CommitInterval, c.Outbox.MaxBatchAge = dur(100*time.Millisecond), dur(500*time.Millisecond)
 			if c.Device == gapDevice { // many small batches into the smallest disk bound

@@ -32,7 +32,8 @@ data_dir: %s
 broker: {url: "tcp://%s", client_id: hub-kept, max_inflight: 10}
 influx: {url: %q, bucket: %q, token_env: FRESHET_TEST_INFLUX_TOKEN}
 http: {listen: "off"}
-`, dir, b.Addr, ix.URL, db+"/autogen")))
+ack_key_file: %s
+`, dir, b.Addr, ix.URL, db+"/autogen", testsvc.NewAckKey(t).KeyFile)))
 		if err != nil {
 			t.Fatal(err)
 		}
