@@ -371,3 +371,117 @@ func TestFlood(t *testing.T) {
 		return nil
 	})
 }
+
+// TestForgottenDeviceComesBack: a device forgotten after the correction
+// horizon whose agent never got the acks of its last two batches (its
+// link died, then came back 73 hours later) sends them again. The hub
+// applies them afresh, as a hub on an empty data dir would: the raw rows
+// are the same rows (no duplicates), and every 1 m aggregate in InfluxDB,
+// including the minute the batches share with the one before them (which
+// the hub no longer holds), equals the one computed from the raw rows.
+func TestForgottenDeviceComesBack(t *testing.T) {
+	ix := testsvc.StartInflux(t)
+	db := ix.NewDatabase(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(ix.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &testClock{}
+	clock.Set(base.Add(10 * time.Minute))
+	f := startFloodHub(t, t.TempDir(), ix.URL, db+"/autogen", tokenFile, clock)
+	m := f.h.Pipeline().Metrics()
+	// Readings every 7 s for 10.5 minutes, in three batches of 30: the
+	// first and the second share a minute (3), all share the hour; values
+	// exact in binary, so any order sums alike.
+	vals := make([]float64, 90)
+	for i := range vals {
+		vals[i] = 20 + float64(i%8)/4
+	}
+	var bs [][]byte
+	p, _ := protocol.NewPacker("gw-back", protocol.Limits{})
+	before := base.UnixNano() // the epoch began with the first reading
+	for i, v := range vals {
+		at := base.Add(time.Duration(i) * 7 * time.Second).UnixNano()
+		if err := p.Add(&protocol.Reading{Sensor: "bme280", Metric: "temperature", Unit: "C", Type: protocol.Float, Time: at, Float: v}); err != nil {
+			t.Fatal(err)
+		}
+		if (i+1)%30 == 0 {
+			_, data, err := p.Seal(protocol.Header{Epoch: 7, Seq: uint64(len(bs) + 1), SealTime: at, Before: before})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs, before = append(bs, data), at
+		}
+	}
+	send := func(payloads ...[]byte) {
+		t.Helper()
+		for _, b := range payloads {
+			if tok := f.pub.Publish("freshet/v1/gw-back/batch", 1, false, b); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+		}
+	}
+	exact := func(what string) {
+		t.Helper()
+		f.waitFor(what, func() error {
+			for _, size := range []string{"1m", "1h"} {
+				got, err := ix.Query(db, `SELECT "count", "min", "max", "sum" FROM "temperature_`+size+`" WHERE device = 'gw-back'`)
+				if err != nil {
+					return err
+				}
+				want, err := ix.Query(db, `SELECT count("value"), min("value"), max("value"), sum("value") FROM "temperature"
+					WHERE device = 'gw-back' AND time >= '2026-11-20T10:00:00Z' AND time < '2026-11-20T11:00:00Z' GROUP BY time(`+size+`) fill(none)`)
+				if err != nil {
+					return err
+				}
+				if len(got) != 1 || len(want) != 1 || fmt.Sprint(got[0].Values) != fmt.Sprint(want[0].Values) {
+					return fmt.Errorf("%s aggregates %v, from the raw rows %v", size, got, want)
+				}
+			}
+			return nil
+		})
+	}
+	send(bs...)
+	f.waitFor("three batches applied", func() error {
+		if n := f.counter(m.Batches.WithLabelValues("applied")); n != 3 {
+			return fmt.Errorf("%d applied", n)
+		}
+		return nil
+	})
+	clock.Advance(10 * time.Second) // idle: its windows close
+	exact("the windows written")
+
+	clock.Advance(73 * time.Hour)
+	f.waitFor("the device forgotten", func() error {
+		if _, err := f.h.Prune(); err != nil {
+			return err
+		}
+		if n := f.h.Fleet().Len(); n != 0 {
+			return fmt.Errorf("%d devices", n)
+		}
+		return nil
+	})
+	send(bs[1:]...)
+	f.waitFor("the two batches applied again", func() error {
+		if n := f.counter(m.Batches.WithLabelValues("applied")); n != 5 {
+			return fmt.Errorf("%d applied", n)
+		}
+		return nil
+	})
+	written := f.counter(f.h.Emitter().Metrics().Aggregates)
+	clock.Advance(10 * time.Second)
+	f.waitFor("the windows of the two batches written again", func() error {
+		if n := f.counter(f.h.Emitter().Metrics().Aggregates) - written; n < 8+1 { // minutes 3..10, the hour
+			return fmt.Errorf("%d written", n)
+		}
+		return nil
+	})
+	exact("every window exact")
+	s, err := ix.Query(db, `SELECT count("value") FROM "temperature" WHERE device = 'gw-back'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s) == 0 || s[0].Values[0][1] != json.Number(fmt.Sprint(len(vals))) {
+		t.Fatalf("raw rows %v, want %d", s, len(vals))
+	}
+}
