@@ -79,9 +79,6 @@ func (p *Pipeline) commit(group []*record) error {
 		merged = window.MergeStats{}
 		limitDetail, trimmed = make([]string, len(group)), nil
 		for i, r := range group {
-			if r.kind == kindLimited { // from an earlier try of this transaction
-				r.kind = kindApply
-			}
 			switch r.kind {
 			case kindDrop:
 				results[i] = resultDropped
