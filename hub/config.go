@@ -53,8 +53,48 @@ type Config struct {
 	// InsecureUnsignedAcks sends acks without a signature: whoever can
 	// publish on an agent's ack topic can then make it delete readings.
 	// Only for agents that set mqtt.insecure_unsigned_acks too.
-	InsecureUnsignedAcks bool `yaml:"insecure_unsigned_acks"`
+	InsecureUnsignedAcks bool         `yaml:"insecure_unsigned_acks"`
+	Limits               LimitsConfig `yaml:"limits"`
 }
+
+// LimitsConfig bounds what devices can make the hub keep (README.md,
+// "Limits"). What a limit refuses is counted
+// (freshet_hub_limited_total{reason}) and raises a data quality finding of
+// kind limit; a refused batch is not acked, so it stays on its agent's
+// disk and comes again. Devices not heard from for
+// windows.correction_horizon are forgotten, which makes room.
+type LimitsConfig struct {
+	// Devices bounds the devices the hub knows. Every hub sees every
+	// device's status, so size it for the whole fleet. Default
+	// DefaultMaxDevices.
+	Devices int `yaml:"devices"`
+	// SeriesPerDevice bounds the series (sensor, metric, unit, labels) one
+	// device may have. Default DefaultMaxSeriesPerDevice.
+	SeriesPerDevice int `yaml:"series_per_device"`
+	// EpochsPerDevice bounds the epochs whose ledger the hub keeps per
+	// device: beyond it, the ones used longest ago are forgotten. Default
+	// DefaultMaxEpochsPerDevice.
+	EpochsPerDevice int `yaml:"epochs_per_device"`
+}
+
+// Defaults of LimitsConfig.
+const (
+	// DefaultMaxDevices is 50,000: five times the 10,000 gateways of the
+	// surge benchmark, and at most about 250 MB of live heap however many
+	// made-up ids a flood brings (TestFlood: 4.4-4.7 KB per device; a real
+	// gateway costs about 5 KB, its recent readings included). A group of
+	// hubs for 100,000 gateways (README, "Scale") raises it: each hub
+	// sees every device's status.
+	DefaultMaxDevices = 50_000
+	// DefaultMaxSeriesPerDevice is 1,024: a Raspberry Pi with a few
+	// sensors has 3-30 series, an industrial gateway reading a PLC or a
+	// meter's registers a few hundred.
+	DefaultMaxSeriesPerDevice = 1024
+	// DefaultMaxEpochsPerDevice is 16: an agent starts a new epoch only
+	// when its buffer is lost or unreadable, and sends in one epoch at a
+	// time.
+	DefaultMaxEpochsPerDevice = 16
+)
 
 // MemoryConfig tunes the Go runtime. freshet-hub applies it to its process;
 // a Hub in a bigger program leaves it to that program.
@@ -307,6 +347,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Memory.Limit != 0 && c.Memory.Limit < 32<<20 {
 		return bad("memory.limit", "%d bytes: want at least 32MiB (or 0 for none)", c.Memory.Limit)
+	}
+	l := &c.Limits
+	for _, x := range []struct {
+		key      string
+		v        *int
+		def, max int
+	}{
+		{"limits.devices", &l.Devices, DefaultMaxDevices, 100_000_000},
+		{"limits.series_per_device", &l.SeriesPerDevice, DefaultMaxSeriesPerDevice, 1 << 20},
+		{"limits.epochs_per_device", &l.EpochsPerDevice, DefaultMaxEpochsPerDevice, 4096},
+	} {
+		if *x.v == 0 {
+			*x.v = x.def
+		}
+		if *x.v < 1 || *x.v > x.max {
+			return bad(x.key, "%d: want 1..%d (0 means the default, %d)", *x.v, x.max, x.def)
+		}
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9274"

@@ -43,7 +43,8 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Broker.MaxInflight != 1000 || len(c.Windows.Sizes) != 2 || c.Influx.BatchLines != 5000 || c.Memory.GCPercent != hub.DefaultGCPercent {
+	if c.Broker.MaxInflight != 1000 || len(c.Windows.Sizes) != 2 || c.Influx.BatchLines != 5000 || c.Memory.GCPercent != hub.DefaultGCPercent ||
+		c.Limits != (hub.LimitsConfig{Devices: hub.DefaultMaxDevices, SeriesPerDevice: hub.DefaultMaxSeriesPerDevice, EpochsPerDevice: hub.DefaultMaxEpochsPerDevice}) {
 		t.Fatalf("example decoded to %+v", c)
 	}
 }

@@ -39,6 +39,7 @@ type custodyRig struct {
 	database string
 	w        *influx.Writer
 	now      time.Time
+	checks   *checks.Runner // one, as a hub runs it: it keeps what the fleet told it
 }
 
 const (
@@ -100,10 +101,11 @@ func (r *custodyRig) store(b *protocol.Batch) {
 	}
 }
 
-// apply is this hub applying the batch: raw rows, then ledger and window
-// state in one transaction (as hub/ingest does).
+// apply is this hub applying the batch: the fleet hears of it, raw rows,
+// then ledger and window state in one transaction (as hub/ingest does).
 func (r *custodyRig) apply(b *protocol.Batch) {
 	r.t.Helper()
+	r.fleet.Batch(b, r.now)
 	r.store(b)
 	err := r.db.Update(func(tx *bolt.Tx) error {
 		st, err := ledger.Load(tx, b.Device, b.Epoch)
@@ -134,11 +136,14 @@ func (r *custodyRig) status(at int, lastSeq uint64) {
 // silent runs the quality checks once and returns the device's open silent findings.
 func (r *custodyRig) silent() []fleet.Finding {
 	r.t.Helper()
-	c, err := checks.New(checks.Options{DB: r.db, Windows: r.win, Influx: r.w, Fleet: r.fleet, Now: func() time.Time { return r.now }})
-	if err != nil {
-		r.t.Fatal(err)
+	if r.checks == nil {
+		c, err := checks.New(checks.Options{DB: r.db, Windows: r.win, Influx: r.w, Fleet: r.fleet, Now: func() time.Time { return r.now }})
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.checks = c
 	}
-	if _, err := c.Once(context.Background()); err != nil {
+	if _, err := r.checks.Once(context.Background()); err != nil {
 		r.t.Fatal(err)
 	}
 	var out []fleet.Finding

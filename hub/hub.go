@@ -48,6 +48,7 @@ type Hub struct {
 	broker   *broker.Broker
 	influx   *influx.Writer
 	fleet    *fleet.Fleet
+	windows  *window.Store
 	pipeline *ingest.Pipeline
 	emitter  *emit.Emitter
 	checks   *checks.Runner
@@ -139,6 +140,7 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	if err != nil {
 		return fail(fmt.Errorf("windows: %w", err))
 	}
+	h.windows = win
 	password, err := cfgfile.Secret("broker.password", cfg.Broker.PasswordFile, cfg.Broker.PasswordEnv)
 	if err != nil {
 		return fail(err)
@@ -157,7 +159,7 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		h.log.Warn("acks are NOT signed (insecure_unsigned_acks): whoever can publish on the broker can make agents delete readings")
 	}
 	topics, _ := protocol.NewTopics(cfg.Broker.TopicPrefix)
-	h.fleet = fleet.New(fleet.Options{ClockFloor: cfg.Quality.Floor(), Registerer: o.Registry})
+	h.fleet = fleet.New(fleet.Options{ClockFloor: cfg.Quality.Floor(), MaxDevices: cfg.Limits.Devices, Registerer: o.Registry})
 	// The pipeline first: it creates the ledger and window buckets.
 	findings := checks.NewMetrics(o.Registry)
 	bopt := ingest.BrokerOptions{URL: brokerURL, ClientID: cfg.Broker.ClientID, Username: cfg.Broker.Username, Password: password,
@@ -168,7 +170,8 @@ func New(cfg *Config, o Options) (*Hub, error) {
 	h.pipeline, err = ingest.New(ingest.Options{
 		DB: db, Influx: h.influx, Windows: win, Topics: topics, Workers: cfg.Workers, DeadLetters: cfg.Dead,
 		Broker: bopt, AckSigner: signer,
-		Fleet: h.fleet, Findings: findings, Registerer: o.Registry,
+		Fleet: h.fleet, MaxSeriesPerDevice: cfg.Limits.SeriesPerDevice, MaxEpochsPerDevice: cfg.Limits.EpochsPerDevice,
+		Findings: findings, Registerer: o.Registry,
 		Logger: o.Logger.With("part", "ingest"), Now: o.Now, Failpoint: o.Failpoint,
 	})
 	if err != nil {
@@ -196,6 +199,9 @@ func New(cfg *Config, o Options) (*Hub, error) {
 		Metrics: findings, Logger: o.Logger.With("part", "checks"), Now: o.Now})
 	if err != nil {
 		return fail(err)
+	}
+	if err := h.seed(); err != nil {
+		return fail(fmt.Errorf("read the devices known: %w", err))
 	}
 	return h, nil
 }
@@ -236,7 +242,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.log.Info("serving http", "addr", l.Addr().String())
 	}
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context){func(ctx context.Context) { h.pipeline.Run(ctx) }, h.emitter.Run, h.checks.Run} {
+	for _, run := range []func(context.Context){func(ctx context.Context) { h.pipeline.Run(ctx) }, h.emitter.Run, h.checks.Run, h.pruneLoop} {
 		wg.Add(1)
 		go func() { defer wg.Done(); run(ctx) }()
 	}

@@ -6,9 +6,17 @@
 //
 // Each run writes its rows first and then keeps the new state, so a crash
 // only rewrites the same rows (they are idempotent).
+//
+// A run's work follows what the fleet hears, not how many devices it
+// knows: a device is checked while it is awake (heard from since it was
+// last found offline), and its series only when it was heard from since
+// they were last checked. A device offline costs nothing until it is
+// heard again. Devices the fleet forgets (silent for the correction
+// horizon) have their open findings resolved and their state deleted.
 package checks
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -44,8 +52,14 @@ type Writer interface {
 
 // Fleet is what the checks need of the hub's fleet view (hub/fleet).
 type Fleet interface {
+	// Observations returns the observations of the devices heard from (or
+	// otherwise changed) since the last call.
 	Observations() map[string]*fleet.Obs
 	SetFindings(per map[string][]quality.Finding)
+	// Forgotten returns the devices the fleet forgot since the last call.
+	Forgotten() []string
+	// Refusals says what the device limit refused, for the hub's finding.
+	Refusals() quality.HubObs
 }
 
 // Options configure a Runner.
@@ -74,6 +88,10 @@ type Metrics struct {
 	Findings *prometheus.CounterVec
 	// Open is the findings open now, by kind.
 	Open *prometheus.GaugeVec
+	// Checked is how many devices the last run checked: those awake (not
+	// offline); Forgotten counts the devices whose state was deleted.
+	Checked   prometheus.Gauge
+	Forgotten prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not registered).
@@ -83,6 +101,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Data quality findings by kind and state change (opened, resolved)."}, []string{"kind", "state"}),
 		Open: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "freshet_hub_quality_open_findings",
 			Help: "Data quality findings open now, by kind."}, []string{"kind"}),
+		Checked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "freshet_hub_quality_checked_devices",
+			Help: "Devices the last quality run checked: those not offline (an offline device is checked again when it is heard)."}),
+		Forgotten: prometheus.NewCounter(prometheus.CounterOpts{Name: "freshet_hub_quality_forgotten_devices_total",
+			Help: "Devices whose quality state was deleted because the hub forgot them (silent for the correction horizon)."}),
 	}
 	for _, k := range quality.Kinds() {
 		m.Findings.WithLabelValues(string(k), quality.StateOpened)
@@ -90,7 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Open.WithLabelValues(string(k))
 	}
 	if reg != nil {
-		reg.MustRegister(m.Findings, m.Open)
+		reg.MustRegister(m.Findings, m.Open, m.Checked, m.Forgotten)
 	}
 	return m
 }
@@ -104,15 +126,20 @@ func (m *Metrics) Count(k quality.Kind, state string) {
 //
 //	"d" 0 device          -> quality.DeviceState (JSON)
 //	"s" 0 device 0 sid(4) -> quality.SeriesState (JSON); sid is the window store's series id
+//	"h" 0                 -> quality.HubState (JSON): the hub's own findings
 var bucket = []byte("quality")
+
+var hubKey = []byte("h\x00")
 
 func deviceKey(device string) []byte { return append([]byte("d\x00"), device...) }
 
+func seriesPrefix(device string) []byte { return append(append([]byte("s\x00"), device...), 0) }
+
 func seriesKey(device string, sid uint32) []byte {
-	return binary.BigEndian.AppendUint32(append(append([]byte("s\x00"), device...), 0), sid)
+	return binary.BigEndian.AppendUint32(seriesPrefix(device), sid)
 }
 
-// deviceOf returns the device a state key belongs to.
+// deviceOf returns the device a state key belongs to ("" for the hub's).
 func deviceOf(k string) string {
 	d, _, _ := strings.Cut(k[2:], "\x00")
 	return d
@@ -133,6 +160,14 @@ type Runner struct {
 	// next is where the next run starts its series work (runs are bounded
 	// by MaxSeriesPerRun; the rest of the devices wait for the next run).
 	next int
+	// hub is the state of the hub's own findings.
+	hub *quality.HubState
+	// obs are the latest observations of the devices awake (checked each
+	// run); pending the devices heard from since their series were last
+	// checked; forget the devices forgotten and not deleted yet.
+	obs     map[string]*fleet.Obs
+	pending map[string]bool
+	forget  []string
 }
 
 // New creates the checks' bucket if needed, loads their state and returns
@@ -156,8 +191,9 @@ func New(o Options) (*Runner, error) {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(o.Registerer)
 	}
-	r := &Runner{o: o, log: o.Logger, metrics: o.Metrics,
-		devices: map[string]*quality.DeviceState{}, open: map[string][]quality.Finding{}, progress: map[string]int64{}}
+	r := &Runner{o: o, log: o.Logger, metrics: o.Metrics, hub: &quality.HubState{},
+		devices: map[string]*quality.DeviceState{}, open: map[string][]quality.Finding{}, progress: map[string]int64{},
+		obs: map[string]*fleet.Obs{}, pending: map[string]bool{}}
 	err := o.DB.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
@@ -168,7 +204,19 @@ func New(o Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checks: load state: %w", err)
 	}
+	for name := range r.devices { // the first run looks at every device
+		r.obs[name], r.pending[name] = &fleet.Obs{}, true
+	}
 	return r, nil
+}
+
+// Devices calls fn for each device the checks keep state of, with the
+// hub's clock when it was last heard alive (Unix ns; 0: never): the hub
+// tells its fleet of them at start.
+func (r *Runner) Devices(fn func(device string, lastAlive int64)) {
+	for name, d := range r.devices {
+		fn(name, d.LastAlive)
+	}
 }
 
 // Metrics returns the checks' counters.
@@ -194,6 +242,14 @@ func (r *Runner) load(k, v []byte) error {
 			return nil // logged and started over when the series is next checked
 		}
 		open = s.OpenFindings()
+	case string(k) == string(hubKey):
+		h := new(quality.HubState)
+		if err := json.Unmarshal(v, h); err != nil {
+			r.log.Error("quality state of the hub unreadable; starting it over", "err", err)
+			return nil
+		}
+		r.hub = h
+		open = h.OpenFindings()
 	}
 	if len(open) > 0 {
 		r.open[string(k)] = open
@@ -218,15 +274,25 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 }
 
-// Once runs the checks once: device checks for every device known, series
-// checks for the devices that made progress. It writes the events to
+// Once runs the checks once: it forgets the devices the fleet forgot,
+// runs the device checks of the devices awake (all but those offline and
+// not heard since), the series checks of those heard from since their
+// series were last checked, and the hub's own. It writes the events to
 // InfluxDB, then keeps the new state; on an error nothing is kept and the
 // next run repeats the work (the rows are idempotent). It returns the
 // number of events.
 func (r *Runner) Once(ctx context.Context) (int, error) {
 	cfg := r.o.Config
 	now := r.o.Now().UnixNano()
-	obs := r.o.Fleet.Observations()
+	r.forget = append(r.forget, r.o.Fleet.Forgotten()...)
+	if len(r.forget) > 0 {
+		if err := r.forgetDevices(ctx, now); err != nil {
+			return 0, err
+		}
+	}
+	for name, o := range r.o.Fleet.Observations() {
+		r.obs[name], r.pending[name] = o, true
+	}
 	floor := cfg.Floor().UnixNano()
 	lateness := int64(r.o.Windows.Options().AllowedLateness)
 
@@ -235,28 +301,32 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 	changed := map[string][]byte{}
 	devices := map[string]*quality.DeviceState{}
 	progress := map[string]int64{}
-	names := make([]string, 0, len(r.devices)+len(obs))
-	for n := range r.devices {
+	var checked, asleep []string // series checked (or nothing to check); devices gone dormant
+	names := make([]string, 0, len(r.obs))
+	for n := range r.obs {
 		names = append(names, n)
-	}
-	for n := range obs {
-		if r.devices[n] == nil {
-			names = append(names, n)
-		}
 	}
 	slices.Sort(names)
 	if len(names) > 0 { // start where the last run stopped
 		i := r.next % len(names)
 		names = append(names[i:], names[:i]...)
 	}
+	hub := r.hub.Clone()
+	hobs := r.o.Fleet.Refusals()
+	hobs.Now = now
+	hub.Check(&hobs, emit)
+	if !hub.Equal(r.hub) {
+		v, err := json.Marshal(hub)
+		if err != nil {
+			return 0, err
+		}
+		changed[string(hubKey)] = v
+	}
 	seriesDone, stoppedAt := 0, -1
 	err := r.o.DB.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		for i, name := range names {
-			o, ok := obs[name]
-			if !ok {
-				o = &fleet.Obs{}
-			}
+			o := r.obs[name]
 			o.Device, o.Now = name, now
 			old, d := r.devices[name], &quality.DeviceState{}
 			if old != nil {
@@ -270,6 +340,12 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 				}
 				changed[string(deviceKey(name))] = v
 				devices[name] = d
+			}
+			if !r.pending[name] { // nothing heard since its series were checked
+				if d.Dormant() {
+					asleep = append(asleep, name)
+				}
+				continue
 			}
 
 			// Series: up to the device's progress in event time, over
@@ -296,12 +372,23 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 			if o.Idle && o.StatusTime >= floor && cust.HoldsLast(o.Epoch, o.LastSeq) {
 				p = max(p, o.StatusTime-lateness)
 			}
-			if p <= r.progress[name] || p < floor || stoppedAt >= 0 {
+			if stoppedAt >= 0 {
+				continue // its turn comes in the next run
+			}
+			if p <= r.progress[name] || p < floor {
+				checked = append(checked, name)
+				if d.Dormant() {
+					asleep = append(asleep, name)
+				}
 				continue
 			}
 			if seriesDone >= MaxSeriesPerRun {
 				stoppedAt = i
 				continue
+			}
+			checked = append(checked, name)
+			if d.Dormant() {
+				asleep = append(asleep, name)
 			}
 			progress[name] = p
 			err = r.o.Windows.SeriesOf(tx, name, func(se window.Series) error {
@@ -344,24 +431,8 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(events) > 0 {
-		if err := r.o.Influx.Write(ctx, schema.QualityPoints(nil, events)); err != nil {
-			return 0, err
-		}
-	}
-	if len(changed) > 0 {
-		err := r.o.DB.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucket)
-			for k, v := range changed {
-				if err := b.Put([]byte(k), v); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, err
-		}
+	if err := r.keep(ctx, events, changed, nil); err != nil {
+		return 0, err
 	}
 	// Kept: now the in-memory side follows.
 	if stoppedAt >= 0 {
@@ -372,6 +443,50 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 	}
 	for n, p := range progress {
 		r.progress[n] = p
+	}
+	if _, ok := changed[string(hubKey)]; ok {
+		r.hub = hub
+	}
+	for _, n := range checked {
+		delete(r.pending, n)
+	}
+	for _, n := range asleep { // until the fleet hears from it again
+		delete(r.obs, n)
+	}
+	r.metrics.Checked.Set(float64(len(names)))
+	return len(events), nil
+}
+
+// keep writes the events to InfluxDB, then the changed state (and deletes
+// the keys given), and brings the open findings in memory, the metrics and
+// the fleet view in line.
+func (r *Runner) keep(ctx context.Context, events []quality.Event, changed map[string][]byte, deleted [][]byte) error {
+	if len(events) > 0 {
+		if err := r.o.Influx.Write(ctx, schema.QualityPoints(nil, events)); err != nil {
+			return err
+		}
+	}
+	if len(changed) > 0 || len(deleted) > 0 {
+		err := r.o.DB.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			for _, k := range deleted {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			for k, v := range changed {
+				if err := b.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, k := range deleted {
+		delete(r.open, string(k))
 	}
 	for k, v := range changed {
 		var st struct {
@@ -386,10 +501,54 @@ func (r *Runner) Once(ctx context.Context) (int, error) {
 	for _, e := range events {
 		r.metrics.Count(e.Kind, e.State)
 	}
-	if len(changed) > 0 {
+	if len(changed) > 0 || len(deleted) > 0 {
 		r.publish()
 	}
-	return len(events), nil
+	return nil
+}
+
+// ForgetReason ends the detail of the findings resolved because the hub
+// forgot their device.
+const ForgetReason = "the hub forgot the device: nothing heard from it for windows.correction_horizon"
+
+// forgetDevices resolves the open findings of the devices in r.forget and
+// deletes their state.
+func (r *Runner) forgetDevices(ctx context.Context, now int64) error {
+	var events []quality.Event
+	emit := func(e quality.Event) { events = append(events, e) }
+	var keys [][]byte
+	err := r.o.DB.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		for _, name := range r.forget {
+			if k := deviceKey(name); b.Get(k) != nil {
+				keys = append(keys, k)
+			}
+			prefix := seriesPrefix(name)
+			c := b.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				keys = append(keys, bytes.Clone(k))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		quality.Forget(r.open[string(k)], now, ForgetReason, emit)
+	}
+	if err := r.keep(ctx, events, nil, keys); err != nil {
+		return err
+	}
+	for _, name := range r.forget {
+		delete(r.devices, name)
+		delete(r.progress, name)
+		delete(r.obs, name)
+		delete(r.pending, name)
+	}
+	r.metrics.Forgotten.Add(float64(len(r.forget)))
+	r.forget = nil
+	return nil
 }
 
 // publish hands the open findings to the fleet view and the gauges.

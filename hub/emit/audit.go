@@ -25,7 +25,7 @@ import (
 // verified). A device is audited when its custody's SharedBefore has grown
 // past what was audited, at most once per AuditEvery.
 func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
-	if v.sharedBefore == math.MinInt64 || v.sharedBefore <= e.audited[device] {
+	if v.sharedBefore == math.MinInt64 || v.sharedBefore <= e.auditedTo(device) {
 		return nil // nothing shared, or audited that far already
 	}
 	now := e.o.Now()
@@ -49,7 +49,7 @@ func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
 	})
 	if err != nil || hi <= done || now.UnixNano()-at < int64(e.o.AuditEvery) {
 		if err == nil && hi <= done {
-			e.audited[device] = done
+			e.setAudited(device, done)
 		}
 		return err
 	}
@@ -141,7 +141,7 @@ func (e *Emitter) audit(ctx context.Context, device string, v custodyOf) error {
 		return err
 	}
 	if v.sharedBefore <= hi {
-		e.audited[device] = hi
+		e.setAudited(device, hi)
 	}
 	e.metrics.Audits.Inc()
 	e.metrics.Adopted.Add(float64(adopted))
@@ -181,4 +181,16 @@ func seriesOfTags(measurement string, tags []influx.Tag) (protocol.Series, bool)
 		}
 	}
 	return s, s.Sensor != ""
+}
+
+func (e *Emitter) auditedTo(device string) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.audited[device]
+}
+
+func (e *Emitter) setAudited(device string, to int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.audited[device] = to
 }

@@ -35,6 +35,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,7 +184,9 @@ type Emitter struct {
 	metrics *Metrics
 	points  []influx.Point
 	// audited caches how far each device was audited (the audit bucket
-	// holds the truth); the emitter's goroutine alone uses it.
+	// holds the truth); mu guards it (the emitter's goroutine uses it,
+	// Forget deletes from it).
+	mu      sync.Mutex
 	audited map[string]int64
 }
 
@@ -227,6 +230,17 @@ func New(o Options) (*Emitter, error) {
 
 // Metrics returns the emitter's counters.
 func (e *Emitter) Metrics() *Metrics { return e.metrics }
+
+// Forget deletes what the emitter keeps of a device the hub forgets: how
+// far it was audited. (Windows waiting for verification name the window
+// store's ids, which a forgotten device's never get again: they are found
+// gone and dropped.)
+func (e *Emitter) Forget(tx *bolt.Tx, device string) error {
+	e.mu.Lock()
+	delete(e.audited, device)
+	e.mu.Unlock()
+	return tx.Bucket(auditBucket).Delete([]byte(device))
+}
 
 // Run writes closed windows every Interval, verifies rebuilt ones when
 // due, and evicts old state, until ctx ends.

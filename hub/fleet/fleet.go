@@ -5,7 +5,12 @@
 // (hub/checks) read its observations and hand it their findings, and the
 // fleet page and /api/v1/devices read it.
 //
-// It lives in memory, bounded by the number of devices.
+// It lives in memory, bounded by the number of devices: Options.MaxDevices
+// (the hub's limits.devices) refuses a new device while the fleet is full,
+// and Forget drops the devices not heard from for the correction horizon.
+// It is also the hub's registry of devices: a device the fleet refused
+// gets no state anywhere in the hub, and the hub forgets everywhere what
+// the fleet forgot.
 package fleet
 
 import (
@@ -40,6 +45,10 @@ type Options struct {
 	// ClockFloor: a batch sealed before it comes from a clock never set
 	// (quality.Config.Floor). Zero means quality.DefaultClockFloor.
 	ClockFloor time.Time
+	// MaxDevices bounds the devices the fleet knows: while it knows as
+	// many, a batch or status of another device is refused (Admit) and
+	// counted (Refusals). 0 sets no bound.
+	MaxDevices int
 	// Registerer receives the fleet's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -48,8 +57,22 @@ type Options struct {
 // safe for concurrent use.
 type Fleet struct {
 	floor   int64
+	max     int
 	mu      sync.Mutex
 	devices map[string]*device
+	// changed holds the devices whose observations changed since
+	// Observations last ran; forgotten the devices Forget dropped since
+	// Forgotten last ran.
+	changed   map[string]struct{}
+	forgotten []string
+	refused   refusals
+}
+
+// refusals are the batches and statuses MaxDevices refused.
+type refusals struct {
+	n    int64
+	at   int64 // hub ns, the last
+	last string
 }
 
 type device struct {
@@ -58,6 +81,9 @@ type device struct {
 	offsets  []float64
 	recent   []*Series
 	findings []quality.Finding
+	// heard is the hub's clock (ns) when the device was last heard: its
+	// last batch or online status, or when the fleet learnt of it.
+	heard int64
 }
 
 // obs is what the quality checks need to know beyond the view.
@@ -74,6 +100,7 @@ type obs struct {
 	unsetReadings int64
 	clockSetAt    int64
 	intervals     map[string]time.Duration // sensor -> read interval
+	limits        quality.DeviceLimits
 	// its epoch and last seq sealed, from its last online status, and its
 	// settled mark in that epoch (the highest its statuses gave; v2)
 	epoch, lastSeq, settled uint64
@@ -84,10 +111,10 @@ func New(o Options) *Fleet {
 	if o.ClockFloor.IsZero() {
 		o.ClockFloor = quality.DefaultClockFloor
 	}
-	f := &Fleet{floor: o.ClockFloor.UnixNano(), devices: map[string]*device{}}
+	f := &Fleet{floor: o.ClockFloor.UnixNano(), max: o.MaxDevices, devices: map[string]*device{}, changed: map[string]struct{}{}}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "freshet_hub_devices", Help: "Devices the hub has heard from since it started.",
+			Name: "freshet_hub_devices", Help: "Devices the hub knows: heard from within the correction horizon (limits.devices bounds them).",
 		}, func() float64 { return float64(f.Len()) }))
 	}
 	return f
@@ -100,23 +127,67 @@ func (f *Fleet) Len() int {
 	return len(f.devices)
 }
 
-func (f *Fleet) get(name string) *device {
-	d := f.devices[name]
-	if d == nil {
-		d = &device{view: Device{Device: name, LastSeq: map[string]uint64{}}}
-		f.devices[name] = d
+// admit returns the device, adding it if there is room (nil: refused and
+// counted).
+func (f *Fleet) admit(name string, now time.Time) *device {
+	if d := f.devices[name]; d != nil {
+		return d
 	}
+	if f.max > 0 && len(f.devices) >= f.max {
+		f.refused.n++
+		f.refused.at, f.refused.last = now.UnixNano(), name
+		return nil
+	}
+	d := &device{view: Device{Device: name, LastSeq: map[string]uint64{}}, heard: now.UnixNano()}
+	f.devices[name] = d
+	f.changed[name] = struct{}{}
 	return d
 }
 
-// Batch records a batch the pipeline decoded (valid, on its device's topic).
+// Admit reports whether the fleet knows the device, adding it if there is
+// room. A device refused (the fleet holds MaxDevices) is counted in
+// Refusals; the pipeline then leaves its batch unacked, so that it stays
+// on the agent's disk until the device is admitted.
+func (f *Fleet) Admit(name string, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.admit(name, now) != nil
+}
+
+// Seed adds a device the hub's state file knows, last heard at heard, so
+// that the device limit counts it and Forget finds it after a restart. It
+// ignores MaxDevices: what is already stored is known.
+func (f *Fleet) Seed(name string, heard time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.devices[name]
+	if d == nil {
+		d = &device{view: Device{Device: name, LastSeen: heard, LastSeq: map[string]uint64{}}, heard: heard.UnixNano()}
+		f.devices[name] = d
+		f.changed[name] = struct{}{}
+	}
+	d.heard = max(d.heard, heard.UnixNano())
+}
+
+// alive records that the device was heard alive at now.
+func (f *Fleet) alive(name string, d *device, now time.Time) {
+	d.view.LastSeen = now
+	d.heard = max(d.heard, now.UnixNano())
+	d.obs.lastAlive, d.obs.lastWill = now.UnixNano(), false
+	f.changed[name] = struct{}{}
+}
+
+// Batch records a batch the pipeline decoded (valid, on its device's
+// topic); a device the fleet has no room for is left out (see Admit).
 func (f *Fleet) Batch(b *protocol.Batch, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	d := f.get(b.Device)
-	d.view.LastSeen = now
+	d := f.admit(b.Device, now)
+	if d == nil {
+		return
+	}
+	f.alive(b.Device, d, now)
 	o := &d.obs
-	o.lastAlive, o.lastWill = now.UnixNano(), false
 	for _, se := range b.Series {
 		for _, t := range se.Times {
 			if t < f.floor {
@@ -181,19 +252,26 @@ func (d *device) addRecent(se *protocol.Series) {
 	}
 }
 
-// Status records an agent's status (retained, heartbeat or last will).
-func (f *Fleet) Status(s *protocol.Status, now time.Time) {
+// Status records an agent's status (retained, heartbeat or last will). It
+// reports false when the device is new and the fleet has no room for it
+// (counted in Refusals; nothing is recorded).
+func (f *Fleet) Status(s *protocol.Status, now time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	d := f.get(s.Device)
-	d.view.LastSeen = now
+	d := f.admit(s.Device, now)
+	if d == nil {
+		return false
+	}
 	o := &d.obs
 	if s.State != protocol.StateOnline { // its last will: the broker lost the connection
+		d.view.LastSeen = now
 		o.lastWill = true
 		d.view.State = s.State
-		return
+		f.changed[s.Device] = struct{}{}
+		return true
 	}
-	o.lastAlive, o.lastWill, o.haveStatus, o.statusTime = now.UnixNano(), false, true, s.Time
+	f.alive(s.Device, d, now)
+	o.haveStatus, o.statusTime = true, s.Time
 	if s.Epoch != o.epoch || s.Settled > o.settled {
 		o.epoch, o.settled = s.Epoch, s.Settled
 	}
@@ -211,6 +289,7 @@ func (f *Fleet) Status(s *protocol.Status, now time.Time) {
 			v.Sensors[i] = Sensor{Name: se.Name, IntervalSeconds: time.Duration(se.Interval).Seconds(), Reads: se.Reads, Errors: se.Errors, LastError: se.LastError}
 		}
 	}
+	return true
 }
 
 // Seqs is what a device's last online status says of the seqs of its
@@ -249,28 +328,110 @@ func (o *obs) seqs() Seqs {
 	return Seqs{Epoch: o.epoch, LastSeq: o.lastSeq, Settled: o.settled, Idle: o.haveStatus && o.backlog == 0}
 }
 
-// Merged records what merging a device's batch did: windows its late
-// readings reopened, readings beyond the correction horizon.
-func (f *Fleet) Merged(device string, corrections, tooLate int) {
+// Applied records a batch the pipeline applied: the windows its late
+// readings reopened and its readings beyond the correction horizon. clean
+// says no limit bit while applying it (see Limited): a clean batch
+// resolves the device's limit finding.
+func (f *Fleet) Applied(device string, corrections, tooLate int, clean bool, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	d := f.get(device)
+	d := f.devices[device]
+	if d == nil {
+		return // forgotten meanwhile
+	}
 	d.view.Corrections += uint64(corrections)
 	d.view.TooLate += uint64(tooLate)
+	if clean {
+		d.obs.limits.CleanAt, d.obs.limits.Hits = now.UnixNano(), 0
+		f.changed[device] = struct{}{}
+	}
 }
 
-// Rejected records a refused batch.
+// Limited records a per-device limit biting for a device the fleet knows:
+// a batch refused (limits.series_per_device) or epochs forgotten
+// (limits.epochs_per_device). value is the limit, detail what it did. The
+// device is alive all the same.
+func (f *Fleet) Limited(device string, value int64, detail string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.devices[device]
+	if d == nil {
+		return
+	}
+	f.alive(device, d, now)
+	l := &d.obs.limits
+	l.At, l.Value, l.Detail = now.UnixNano(), value, detail
+	l.Hits++
+}
+
+// Rejected records a refused batch of a device the fleet knows.
 func (f *Fleet) Rejected(device string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.get(device).view.Rejections++
+	if d := f.devices[device]; d != nil {
+		d.view.Rejections++
+	}
 }
 
 // Gap records readings the agent reported dropped.
 func (f *Fleet) Gap(device string, readings uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.get(device).view.GapReadings += readings
+	if d := f.devices[device]; d != nil {
+		d.view.GapReadings += readings
+	}
+}
+
+// Silent returns the devices not heard from since before (no batch, no
+// online status), sorted: the hub forgets them in its stored state, then
+// here (Forget).
+func (f *Fleet) Silent(before time.Time) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cut := before.UnixNano()
+	var out []string
+	for name, d := range f.devices {
+		if d.heard < cut {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Forget drops those of the devices still not heard from since before,
+// returns them, and hands them to the quality checks (Forgotten).
+func (f *Fleet) Forget(names []string, before time.Time) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cut := before.UnixNano()
+	var out []string
+	for _, name := range names {
+		if d := f.devices[name]; d != nil && d.heard < cut {
+			out = append(out, name)
+			delete(f.devices, name)
+			delete(f.changed, name)
+		}
+	}
+	f.forgotten = append(f.forgotten, out...)
+	return out
+}
+
+// Forgotten returns the devices Forget dropped since the last call.
+func (f *Fleet) Forgotten() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.forgotten
+	f.forgotten = nil
+	return out
+}
+
+// Refusals returns what the device limit refused since the fleet was
+// made, for the hub's limit finding (Now is left for the caller).
+func (f *Fleet) Refusals() quality.HubObs {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return quality.HubObs{Devices: len(f.devices), MaxDevices: f.max, Refused: f.refused.n, RefusedAt: f.refused.at, LastRefused: f.refused.last}
 }
 
 // Devices returns a snapshot of every device, sorted by id.
@@ -330,17 +491,25 @@ type Obs struct {
 	Intervals map[string]time.Duration
 }
 
-// Observations returns what the quality checks need of every device
-// (Device and Now are left for the caller).
+// Observations returns what the quality checks need of the devices whose
+// observations changed since the last call (Device and Now are left for
+// the caller): the checks keep the others', so that their work follows
+// what the fleet hears, not how many devices it knows.
 func (f *Fleet) Observations() map[string]*Obs {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[string]*Obs, len(f.devices))
-	for name, d := range f.devices {
+	out := make(map[string]*Obs, len(f.changed))
+	for name := range f.changed {
+		delete(f.changed, name)
+		d := f.devices[name]
+		if d == nil {
+			continue
+		}
 		o := &d.obs
 		s := &Obs{Seqs: o.seqs(), StatusTime: o.statusTime, Intervals: o.intervals}
 		s.LastAlive, s.LastWill, s.Backlog = o.lastAlive, o.lastWill, o.backlog
 		s.ClockUnset, s.UnsetSince, s.UnsetReadings, s.ClockSetAt = o.unset, o.unsetSince, o.unsetReadings, o.clockSetAt
+		s.Limits = o.limits
 		// Old batches of a backlog say nothing about the clock: judge it
 		// only while little is waiting.
 		if len(d.offsets) > 0 && o.haveStatus && o.backlogBats <= 4 {
@@ -351,17 +520,13 @@ func (f *Fleet) Observations() map[string]*Obs {
 	return out
 }
 
-// SetFindings replaces every device's open findings.
+// SetFindings replaces every device's open findings (devices the fleet
+// does not know are left out).
 func (f *Fleet) SetFindings(per map[string][]quality.Finding) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for name, d := range f.devices {
 		d.findings = per[name]
-	}
-	for name, fs := range per {
-		if f.devices[name] == nil {
-			f.get(name).findings = fs
-		}
 	}
 }
 

@@ -56,21 +56,28 @@ func (p *Pipeline) commit(group []*record) error {
 	var merged window.MergeStats
 	results := make([]string, len(group))
 	perBatch := make([]window.MergeStats, len(group))
+	var limitDetail []string   // per record: why a limit refused it
+	var trimmed map[string]int // per device: epochs forgotten
 	err := p.o.DB.Update(func(tx *bolt.Tx) error {
 		states := map[ledgerKey]*ledger.State{}
+		newEpochs := map[string]bool{} // devices with an epoch new to the ledger
 		load := func(d string, e uint64) (*ledger.State, error) {
 			k := ledgerKey{d, e}
 			if s, ok := states[k]; ok {
 				return s, nil
 			}
-			s, err := ledger.Load(tx, d, e)
+			s, found, err := ledger.Lookup(tx, d, e)
 			if err != nil {
 				return nil, err
+			}
+			if !found {
+				newEpochs[d] = true
 			}
 			states[k] = &s
 			return &s, nil
 		}
 		merged = window.MergeStats{}
+		limitDetail, trimmed = make([]string, len(group)), nil
 		for i, r := range group {
 			switch r.kind {
 			case kindDrop:
@@ -96,6 +103,18 @@ func (p *Pipeline) commit(group []*record) error {
 				if st.Settled(r.seq) {
 					results[i] = resultDuplicate
 				} else {
+					// Exactly, whatever batches of the device came at
+					// the same time (the worker's check is a first cut).
+					if max := p.o.MaxSeriesPerDevice; max > 0 {
+						known, added, err := p.o.Windows.CountSeries(tx, r.batch)
+						if err != nil {
+							return fmt.Errorf("count series %s: %w", r.device, err)
+						}
+						if added > 0 && known+added > max {
+							r.kind, results[i], limitDetail[i] = kindLimited, resultLimited, seriesDetail(known, added, max)
+							continue // not settled, not answered
+						}
+					}
 					ms, err := p.o.Windows.Merge(tx, r.batch, now)
 					if err != nil {
 						return fmt.Errorf("window merge %s/%d: %w", r.device, r.seq, err)
@@ -119,9 +138,26 @@ func (p *Pipeline) commit(group []*record) error {
 			if err := ledger.Save(tx, k.device, k.epoch, *s); err != nil {
 				return err
 			}
+			if err := ledger.Touch(tx, k.device, k.epoch, now.UnixNano()); err != nil {
+				return err
+			}
+		}
+		if keep := p.o.MaxEpochsPerDevice; keep > 0 {
+			for d := range newEpochs {
+				n, err := ledger.Trim(tx, d, keep)
+				if err != nil {
+					return fmt.Errorf("ledger %s: %w", d, err)
+				}
+				if n > 0 {
+					if trimmed == nil {
+						trimmed = map[string]int{}
+					}
+					trimmed[d] = n
+				}
+			}
 		}
 		for _, r := range group {
-			if r.kind != kindDrop {
+			if r.kind != kindDrop && r.kind != kindLimited {
 				st := states[ledgerKey{r.device, r.epoch}]
 				r.ack = st.Ack(r.device, r.epoch, r.seq, r.version, p.o.Limits.MaxAckSeqs)
 				if r.kind == kindReject {
@@ -138,14 +174,18 @@ func (p *Pipeline) commit(group []*record) error {
 	m.Commits.Inc()
 	m.TooLate.Add(float64(merged.TooLate))
 	m.Corrections.Add(float64(merged.Corrections))
+	for d, n := range trimmed {
+		detail := epochsDetail(n, p.o.MaxEpochsPerDevice)
+		p.limited(LimitEpochs, d, detail, n, now)
+		p.o.Fleet.Limited(d, int64(p.o.MaxEpochsPerDevice), detail, now)
+	}
 	for i, r := range group {
 		m.Batches.WithLabelValues(results[i]).Inc()
 		switch results[i] {
 		case resultApplied:
 			m.Readings.Add(float64(r.batch.Readings()))
-			if ms := perBatch[i]; ms.Corrections > 0 || ms.TooLate > 0 {
-				p.o.Fleet.Merged(r.device, ms.Corrections, ms.TooLate)
-			}
+			ms := perBatch[i]
+			p.o.Fleet.Applied(r.device, ms.Corrections, ms.TooLate, trimmed[r.device] == 0, now)
 			if g := r.batch.Gap; g != nil {
 				m.GapReadings.Add(float64(g.Readings))
 				p.o.Fleet.Gap(r.device, g.Readings)
@@ -154,6 +194,9 @@ func (p *Pipeline) commit(group []*record) error {
 					p.o.Findings.Count(quality.Dropped, quality.StateResolved)
 				}
 			}
+		case resultLimited:
+			p.o.Fleet.Limited(r.device, int64(p.o.MaxSeriesPerDevice), limitDetail[i], now)
+			p.limited(LimitSeries, r.device, limitDetail[i], 1, now)
 		case resultRejected, resultDropped:
 			m.Rejections.WithLabelValues(r.reason).Inc()
 			p.o.Fleet.Rejected(r.device)

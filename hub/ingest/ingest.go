@@ -80,10 +80,18 @@ type Writer interface {
 }
 
 // Observer is told what the pipeline sees of each device (hub/fleet.Fleet).
+// It is also the registry of devices: a device it does not admit (its
+// limit of devices reached) gets nothing stored.
 type Observer interface {
+	// Admit reports whether the device is known, adding it if there is room.
+	Admit(device string, now time.Time) bool
 	Batch(b *protocol.Batch, now time.Time)
-	Status(s *protocol.Status, now time.Time)
-	Merged(device string, corrections, tooLate int)
+	// Status records a status; false: a new device without room (ignored).
+	Status(s *protocol.Status, now time.Time) bool
+	// Applied records a batch applied; clean: no limit bit while applying it.
+	Applied(device string, corrections, tooLate int, clean bool, now time.Time)
+	// Limited records a per-device limit biting (value, what it did).
+	Limited(device string, value int64, detail string, now time.Time)
 	Rejected(device string)
 	Gap(device string, readings uint64)
 }
@@ -137,8 +145,18 @@ type Options struct {
 	Broker  BrokerOptions
 	Topics  protocol.Topics
 	Limits  protocol.Limits
-	// Fleet is told about every batch and status; nil tells no one.
+	// Fleet is told about every batch and status, and admits devices; nil
+	// tells no one and admits every device.
 	Fleet Observer
+	// MaxSeriesPerDevice bounds the series a device may have (the hub's
+	// limits.series_per_device): a batch that would take its device past
+	// it is counted and left unacked, so it stays on the agent's disk
+	// until the limit is raised. 0 sets no bound.
+	MaxSeriesPerDevice int
+	// MaxEpochsPerDevice bounds the epochs the ledger keeps per device
+	// (limits.epochs_per_device): beyond it the ones changed longest ago
+	// are forgotten, and counted. 0 sets no bound.
+	MaxEpochsPerDevice int
 	// Findings counts the dropped findings of gap notices; nil counts none.
 	Findings FindingCounter
 	// AckSigner signs every version 2 ack (version 1 acks, answers to old
@@ -173,7 +191,8 @@ type Pipeline struct {
 	// is not the data's (401, 404): the hub is then not ready.
 	influxRefused atomic.Bool
 	// codecs decode statuses in the brokers' goroutines.
-	codecs sync.Pool
+	codecs   sync.Pool
+	limitLog limitLog
 }
 
 // record is one message on its way through the pipeline.
@@ -197,18 +216,21 @@ type recordKind int
 const (
 	kindApply recordKind = iota
 	kindReject
-	kindDrop // undecodable, no seq to settle: dead-letter only
+	kindDrop    // undecodable, no seq to settle: dead-letter only
+	kindLimited // refused by a limit: not applied, not answered
 )
 
 // nobody is the Observer and FindingCounter of a pipeline without them.
 type nobody struct{}
 
-func (nobody) Batch(*protocol.Batch, time.Time)   {}
-func (nobody) Status(*protocol.Status, time.Time) {}
-func (nobody) Merged(string, int, int)            {}
-func (nobody) Rejected(string)                    {}
-func (nobody) Gap(string, uint64)                 {}
-func (nobody) Count(quality.Kind, string)         {}
+func (nobody) Admit(string, time.Time) bool              { return true }
+func (nobody) Batch(*protocol.Batch, time.Time)          {}
+func (nobody) Status(*protocol.Status, time.Time) bool   { return true }
+func (nobody) Applied(string, int, int, bool, time.Time) {}
+func (nobody) Limited(string, int64, string, time.Time)  {}
+func (nobody) Rejected(string)                           {}
+func (nobody) Gap(string, uint64)                        {}
+func (nobody) Count(quality.Kind, string)                {}
 
 // New builds a pipeline and creates its buckets; Run starts it.
 func New(o Options) (*Pipeline, error) {

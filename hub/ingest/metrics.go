@@ -38,7 +38,22 @@ type Metrics struct {
 	// no_key (insecure_unsigned_acks), version_1 (an old agent's batch,
 	// answered in version 1, which has no signature).
 	AcksUnsigned *prometheus.CounterVec
+	// Limited counts what the limits of the hub's config turned away, by
+	// reason: devices (a batch of a device beyond limits.devices),
+	// device_statuses (a status of one), series (a batch that would take
+	// its device past limits.series_per_device), epochs (ledger epochs
+	// forgotten beyond limits.epochs_per_device). Refused batches are not
+	// acked: they stay on the agents' disks.
+	Limited *prometheus.CounterVec
 }
+
+// Limit reasons, the values of Metrics.Limited's label.
+const (
+	LimitDevices        = "devices"
+	LimitDeviceStatuses = "device_statuses"
+	LimitSeries         = "series"
+	LimitEpochs         = "epochs"
+)
 
 // Batch results, the values of Metrics.Batches' label.
 const (
@@ -46,6 +61,7 @@ const (
 	resultDuplicate = "duplicate"
 	resultRejected  = "rejected"
 	resultDropped   = "dropped"
+	resultLimited   = "limited"
 )
 
 // Reasons for an unsigned ack, the values of Metrics.AcksUnsigned' label.
@@ -60,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, signer *protocol.AckSigner, queued, c
 	}
 	m := &Metrics{
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_batches_total",
-			Help: "Batches by result: applied, duplicate (already in the ledger), rejected (refused, agent told), dropped (refused, no seq to answer)."}, []string{"result"}),
+			Help: "Batches by result: applied, duplicate (already in the ledger), rejected (refused, agent told), dropped (refused, no seq to answer), limited (refused by a limit, not answered: the agent keeps it and sends it again)."}, []string{"result"}),
 		Rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_rejections_total",
 			Help: "Refused batches and statuses by reason."}, []string{"reason"}),
 		Readings:    counter("freshet_hub_readings_total", "Readings stored raw and applied to the windows."),
@@ -73,12 +89,18 @@ func newMetrics(reg prometheus.Registerer, signer *protocol.AckSigner, queued, c
 		Commits:     counter("freshet_hub_commits_total", "Group commits of the ledger and window state."),
 		AcksUnsigned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_acks_unsigned_total",
 			Help: "Acks sent without a signature, by reason: no_key (insecure_unsigned_acks), version_1 (answers to old agents)."}, []string{"reason"}),
+		Limited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "freshet_hub_limited_total",
+			Help: "What the hub's limits turned away, by reason: devices (a batch of a device beyond limits.devices), device_statuses (a status of one), series (a batch that would take its device past limits.series_per_device), epochs (ledger epochs forgotten beyond limits.epochs_per_device). Refused batches are not acked: they stay on the agents' disks."},
+			[]string{"reason"}),
 	}
 	for _, r := range []string{unsignedNoKey, unsignedVersion1} {
 		m.AcksUnsigned.WithLabelValues(r)
 	}
-	for _, r := range []string{resultApplied, resultDuplicate, resultRejected, resultDropped} {
+	for _, r := range []string{resultApplied, resultDuplicate, resultRejected, resultDropped, resultLimited} {
 		m.Batches.WithLabelValues(r)
+	}
+	for _, r := range []string{LimitDevices, LimitDeviceStatuses, LimitSeries, LimitEpochs} {
+		m.Limited.WithLabelValues(r)
 	}
 	for _, r := range protocol.Reasons() {
 		m.Rejections.WithLabelValues(r)
@@ -89,7 +111,7 @@ func newMetrics(reg prometheus.Registerer, signer *protocol.AckSigner, queued, c
 		if signer != nil {
 			key.WithLabelValues(signer.KeyID()).Set(1)
 		}
-		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits, m.Connects, m.AcksUnsent, m.AcksUnsigned, key,
+		reg.MustRegister(m.Batches, m.Rejections, m.Readings, m.TooLate, m.Corrections, m.GapReadings, m.Overflows, m.Commits, m.Connects, m.AcksUnsent, m.AcksUnsigned, m.Limited, key,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_intake_queue",
 				Help: "Messages taken from the broker and waiting for a worker."}, queued),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "freshet_hub_broker_connected",

@@ -59,7 +59,9 @@ func (p *Pipeline) status(codec *protocol.Codec, device string, payload []byte) 
 		return
 	}
 	if s, err := codec.DecodeStatus(payload); err == nil && s.Device == device {
-		p.o.Fleet.Status(s, p.o.Now())
+		if now := p.o.Now(); !p.o.Fleet.Status(s, now) {
+			p.limited(LimitDeviceStatuses, device, "a status of a device beyond limits.devices ignored", 1, now)
+		}
 	} else {
 		p.metrics.Rejections.WithLabelValues("status_" + reasonOf(err, "device_mismatch")).Inc()
 	}
@@ -105,6 +107,9 @@ func (p *Pipeline) take(codec *protocol.Codec, m Message, lines *influx.Lines, g
 			r.kind = kindDrop
 			return append(group, r)
 		}
+		if !p.admit(m, device) { // a seq to settle: a device it stores
+			return group
+		}
 		r.kind, r.version, r.epoch, r.seq = kindReject, h.Version, h.Epoch, h.Seq
 		return append(group, r)
 	}
@@ -113,14 +118,32 @@ func (p *Pipeline) take(codec *protocol.Codec, m Message, lines *influx.Lines, g
 		r.kind, r.reason, r.detail = kindDrop, "device_mismatch", fmt.Sprintf("batch of %q on the topic of %q", b.Device, device)
 		return append(group, r)
 	}
-	p.o.Fleet.Batch(b, p.o.Now())
+	if !p.admit(m, device) {
+		return group
+	}
 	r.kind = kindApply
-	// Skip the raw write for a batch already applied (a redelivery).
+	// Skip the raw write for a batch already applied (a redelivery), and
+	// refuse one that would take its device past its series limit before
+	// its points reach InfluxDB (the committer checks again, exactly).
+	var known, added int
 	p.o.DB.View(func(tx *bolt.Tx) error {
 		st, err := ledger.Load(tx, device, b.Epoch)
 		r.raw = !(err == nil && st.Settled(b.Seq))
+		if r.raw && p.o.MaxSeriesPerDevice > 0 {
+			known, added, _ = p.o.Windows.CountSeries(tx, b) // an error comes again in the commit
+		}
 		return nil
 	})
+	now := p.o.Now()
+	if max := p.o.MaxSeriesPerDevice; added > 0 && known+added > max {
+		detail := seriesDetail(known, added, max)
+		p.o.Fleet.Limited(device, int64(max), detail, now)
+		p.limited(LimitSeries, device, detail, 1, now)
+		p.metrics.Batches.WithLabelValues(resultLimited).Inc()
+		m.Ack()
+		return group
+	}
+	p.o.Fleet.Batch(b, now)
 	if r.raw {
 		schema.RawLines(lines, b)
 	}
@@ -184,6 +207,20 @@ func (p *Pipeline) blame(ctx context.Context, group []*record, err error) bool {
 		}
 	}
 	return true
+}
+
+// admit asks the fleet whether the device may be stored. A device beyond
+// limits.devices is not: its message is counted and acked to the broker,
+// and the agent, unanswered, keeps the batch and sends it again later.
+func (p *Pipeline) admit(m Message, device string) bool {
+	now := p.o.Now()
+	if p.o.Fleet.Admit(device, now) {
+		return true
+	}
+	p.limited(LimitDevices, device, "a batch of a device beyond limits.devices; not acked", 1, now)
+	p.metrics.Batches.WithLabelValues(resultLimited).Inc()
+	m.Ack()
+	return false
 }
 
 func reasonOf(err error, otherwise string) string {

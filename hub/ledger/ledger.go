@@ -28,9 +28,12 @@ import (
 	"github.com/freshet-iot/freshet/protocol"
 )
 
-// Buckets: the ledger, and the format before version 2 (migrated by Init).
+// Buckets: the ledger, when each of its records was last changed (the
+// hub's clock: (device, epoch) -> Unix ns, 8 bytes), and the format before
+// version 2 (migrated by Init).
 var (
 	bucket   = []byte("ledger2")
+	touched  = []byte("ledger2_touched")
 	bucketV1 = []byte("ledger")
 )
 
@@ -260,6 +263,9 @@ func Init(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
+	if _, err := tx.CreateBucketIfNotExists(touched); err != nil {
+		return err
+	}
 	old := tx.Bucket(bucketV1)
 	if old == nil {
 		return nil
@@ -286,11 +292,19 @@ func key(device string, epoch uint64) []byte {
 
 // Load returns the state of (device, epoch); an unknown pair is empty.
 func Load(tx *bolt.Tx, device string, epoch uint64) (State, error) {
+	s, _, err := Lookup(tx, device, epoch)
+	return s, err
+}
+
+// Lookup returns the state of (device, epoch) and whether the ledger has
+// one (an unknown pair is empty).
+func Lookup(tx *bolt.Tx, device string, epoch uint64) (State, bool, error) {
 	v := tx.Bucket(bucket).Get(key(device, epoch))
 	if v == nil {
-		return State{}, nil
+		return State{}, false, nil
 	}
-	return decode(v)
+	s, err := decode(v)
+	return s, true, err
 }
 
 // Save stores the state of (device, epoch).

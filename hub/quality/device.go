@@ -33,6 +33,8 @@ type DeviceObs struct {
 	UnsetSince    int64
 	UnsetReadings int64
 	ClockSetAt    int64
+	// Limits: what the hub's per-device limits did to it (limit.go).
+	Limits DeviceLimits
 }
 
 // DeviceState is the checks' state for one device, kept between runs.
@@ -80,6 +82,8 @@ func (d *DeviceState) Check(c *Config, o *DeviceObs, emit func(Event)) {
 		f.Detail = fmt.Sprintf("stamps readings before %s: its clock was never set (no RTC, no NTP yet)", c.Floor().Format(time.DateOnly))
 		d.Open.open(f, emit)
 	}
+
+	d.checkLimits(o, emit)
 
 	// Clock offset, judged only on a set clock and fresh batches.
 	limit := time.Duration(c.ClockMaxOffset).Seconds()
@@ -130,3 +134,9 @@ func (s *SeriesState) OpenFindings() []Finding { return slices.Clone(s.Open) }
 func (d *DeviceState) Equal(o *DeviceState) bool {
 	return d.LastAlive == o.LastAlive && slices.Equal(d.Open, o.Open)
 }
+
+// Dormant reports whether nothing can change for the device until the hub
+// hears from it again: it is offline (or was never heard alive). Every
+// device finding but offline's opening follows what the hub hears, and
+// offline is open; the checks skip a dormant device until then.
+func (d *DeviceState) Dormant() bool { return d.LastAlive == 0 || d.Open.get(Offline) != nil }

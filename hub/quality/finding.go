@@ -21,6 +21,10 @@ const (
 	ClockOffset Kind = "clock_offset"
 	// Dropped (device): readings the agent reported it dropped under its disk bound.
 	Dropped Kind = "dropped"
+	// Limit (device, or the hub's own with no device): a limit of the hub's
+	// config (limits) refused a device's batches or forgot its epochs, or
+	// refused new devices (see limit.go).
+	Limit Kind = "limit"
 	// Silent (series): no reading for SilentIntervals expected intervals
 	// while its device makes progress; resolved with the missing count.
 	Silent Kind = "silent"
@@ -34,7 +38,7 @@ const (
 
 // Kinds lists every kind, device kinds first.
 func Kinds() []Kind {
-	return []Kind{Offline, ClockUnset, ClockOffset, Dropped, Silent, Stuck, OutOfRange, Rate}
+	return []Kind{Offline, ClockUnset, ClockOffset, Dropped, Limit, Silent, Stuck, OutOfRange, Rate}
 }
 
 // Finding is one finding, open or resolved.

@@ -22,8 +22,8 @@ import (
 //	            max, mean, sum, first, last, stddev; time = window start
 //	gaps:       measurement freshet_gaps; tag device; fields readings, seqs, first_time, last_time,
 //	            epoch (hex), seq; time = the carrying batch's seal time
-//	quality:    measurement freshet_quality, one row per finding state change; tags device, kind,
-//	            sensor and metric (series findings); fields state (opened|resolved), open (1|0),
+//	quality:    measurement freshet_quality, one row per finding state change; tags device (none for
+//	            the hub's own findings), kind, sensor and metric (series findings); fields state (opened|resolved), open (1|0),
 //	            opened, resolved (Unix ns), value, count, detail; time = the change (hub/quality)
 const (
 	GapMeasurement     = "freshet_gaps"
@@ -172,6 +172,9 @@ func SameAggregate(rows [][]float64, a *window.Aggregate) bool {
 func QualityPoints(dst []influx.Point, evs []quality.Event) []influx.Point {
 	for _, e := range evs {
 		tags := []influx.Tag{{Key: "device", Value: e.Device}, {Key: "kind", Value: string(e.Kind)}}
+		if e.Device == "" { // the hub's own finding
+			tags = tags[1:]
+		}
 		if e.Sensor != "" {
 			tags = append(tags, influx.Tag{Key: "metric", Value: e.Metric}, influx.Tag{Key: "sensor", Value: e.Sensor})
 		}

@@ -51,6 +51,7 @@ var pow10 = [...]int64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
 //	dirty      dev(4) end(8) sid(4) sizeMin(4)  -> (empty)
 //	ready      dev(4)                          -> (empty)
 //	quiet      lastWall(8) dev(4)              -> (empty)
+//	others     dev(4) desc                     -> 0 (bool and string series: registered, no state)
 func u32(dst []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(dst, v) }
 func u64(dst []byte, v int64) []byte  { return binary.BigEndian.AppendUint64(dst, uint64(v)) }
 

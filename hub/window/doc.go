@@ -80,12 +80,16 @@
 // starts later than that, so no merge or Due ever needs what was deleted;
 // the cut is recorded per device, and a reading that would reopen an
 // evicted window is too late even if the options change. Device and series
-// registrations are kept.
+// registrations are kept until the hub forgets the device (Forget: nothing
+// heard from it for the correction horizon on the hub's clock), which
+// deletes everything of it.
 //
 // # Storage and indexes
 //
 // All buckets are inside one top-level bucket, "window": device and series
-// registries (names map to 4-byte ids), the blobs, one record per window
+// registries (names map to 4-byte ids; bool and string series are only
+// registered, so that every series of a device counts against the hub's
+// limits.series_per_device: CountSeries), the blobs, one record per window
 // (version, emitted version), and three indexes that keep Due
 // proportional to its output: dirty (per device, by window end), ready
 // (devices whose earliest-ending dirty window is closed by the watermark;

@@ -51,10 +51,11 @@ const (
 	formatVersion = 1
 )
 
-var subBuckets = [...]string{"devices", "names", "serieskeys", "series", "data", "windows", "dirty", "ready", "quiet"}
+var subBuckets = [...]string{"devices", "names", "serieskeys", "series", "data", "windows", "dirty", "ready", "quiet", "others"}
 
 type buckets struct {
 	devices, names, seriesKeys, series, data, windows, dirty, ready, quiet *bolt.Bucket
+	others                                                                 *bolt.Bucket
 	// Reused for the lookups of a Merge: Bucket.Get makes a cursor each time.
 	dataC, windowsC *bolt.Cursor
 }
@@ -111,7 +112,8 @@ func openBuckets(tx *bolt.Tx) (*buckets, error) {
 	// range and then only rewritten, so a page split off the tail is never
 	// filled again: split full, not in halves.
 	bs[4].FillPercent, bs[5].FillPercent = 0.95, 0.95
-	return &buckets{devices: bs[0], names: bs[1], seriesKeys: bs[2], series: bs[3], data: bs[4], windows: bs[5], dirty: bs[6], ready: bs[7], quiet: bs[8]}, nil
+	return &buckets{devices: bs[0], names: bs[1], seriesKeys: bs[2], series: bs[3], data: bs[4], windows: bs[5], dirty: bs[6], ready: bs[7], quiet: bs[8],
+		others: bs[9]}, nil
 }
 
 // MergeStats counts what Merge did with a batch's numeric readings.
@@ -192,6 +194,9 @@ func (s *Store) Merge(tx *bolt.Tx, b *protocol.Batch, wallNow time.Time) (MergeS
 			}
 		}
 		if sr.Type != protocol.Float && sr.Type != protocol.Int {
+			if err := bk.otherSeries(dev.id, &seriesDesc{sr.Sensor, sr.Metric, sr.Unit, sr.Labels}); err != nil {
+				return st, err
+			}
 			continue
 		}
 		sid, err := bk.seriesID(dev.id, &seriesDesc{sr.Sensor, sr.Metric, sr.Unit, sr.Labels})
@@ -388,7 +393,25 @@ func (bk *buckets) seriesID(dev uint32, d *seriesDesc) (uint32, error) {
 	if err := bk.series.Put(seriesPrefix(dev, sid), key[4:]); err != nil {
 		return 0, fmt.Errorf("new series %s/%s: %w", d.sensor, d.metric, err)
 	}
+	// Registered once: a series that carried bools or strings before is
+	// numeric now.
+	if err := bk.others.Delete(key); err != nil {
+		return 0, fmt.Errorf("new series %s/%s: %w", d.sensor, d.metric, err)
+	}
 	return sid, nil
+}
+
+// otherSeries registers a bool or string series of the device (no window
+// state: only counted, for the series limit) unless it is registered.
+func (bk *buckets) otherSeries(dev uint32, d *seriesDesc) error {
+	key := d.encode(u32(nil, dev))
+	if bk.seriesKeys.Get(key) != nil || bk.others.Get(key) != nil {
+		return nil
+	}
+	if err := bk.others.Put(key, []byte{0}); err != nil {
+		return fmt.Errorf("new series %s/%s: %w", d.sensor, d.metric, err)
+	}
+	return nil
 }
 
 // touch bumps a window's version and puts it in the dirty index. It
