@@ -32,9 +32,9 @@ import (
 // stays on its disk. A hub connected over MQTT 5 gets batches while it has
 // fewer unacked than its Receive Maximum (and than the broker's pending
 // writes per client); beyond that the batch waits likewise, so the broker
-// never queues or drops for a hub. (mochi v2.7.9's queue for a client at
-// its Receive Maximum leaks send quota and stalls, and it drops what does
-// not fit its pending writes: neither is reached.)
+// never queues or drops for a hub. (mochi v2.7.9's own Receive Maximum
+// quota is off, see OnSessionEstablished; it drops what does not fit its
+// pending writes, which is not reached.)
 type router struct {
 	mqtt.HookBase
 	server  *mqtt.Server
@@ -56,22 +56,25 @@ type local struct {
 func (r *router) ID() string { return "freshet-router" }
 
 func (r *router) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnSelectSubscribers || b == mqtt.OnPacketRead
+	return b == mqtt.OnPublish || b == mqtt.OnSelectSubscribers || b == mqtt.OnSessionEstablished
 }
 
-// OnPacketRead works around mochi v2.7.9 losing send quota: a message it
-// queued for a client at its Receive Maximum is deleted from the client's
-// store when it is sent, so its PUBACK finds nothing and the quota it took
-// is never given back; after Receive Maximum of them the client gets
-// nothing more. Such a PUBACK gives the quota back here. (The router holds
-// batches so that this path is rare: only after MaxHold.)
-func (r *router) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type == packets.Puback {
-		if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
-			cl.State.Inflight.IncreaseSendQuota()
-		}
-	}
-	return pk, nil
+// OnSessionEstablished turns mochi's send quota off for the client: the
+// router holds batches at a hub's Receive Maximum itself (admit), and
+// mochi v2.7.9's own quota has two bugs. After every packet of a client
+// with unacked messages and send quota left, it takes the client's
+// inflight read lock twice (Inflight.NextImmediate calls GetAll): a
+// publish to that client in between waits for the write lock, the second
+// read lock waits behind it, and the client and every agent publishing to
+// it hang for good (TestHubTakesBatchesWhileAgentsPublish). And a message
+// it queued at the quota loses the quota when sent. With a maximum of 0
+// neither path is taken: every QoS 1 message is sent at once, and the
+// quota is never consulted again. What mochi no longer bounds is the
+// unacked QoS 1 messages of clients that are not hubs; freshet sends them
+// none (acks and a hub's statuses go at QoS 0), and MaximumInflight still
+// caps each client's store.
+func (r *router) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	cl.State.Inflight.ResetSendQuota(0)
 }
 
 // shareFilter is the filter a hub in group subscribes batches with.
