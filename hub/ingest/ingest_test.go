@@ -12,6 +12,7 @@ import (
 	"github.com/freshet-iot/freshet/internal/bolttest"
 	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
+	bolt "go.etcd.io/bbolt"
 )
 
 // message is a batch as paho hands it to the hub.
@@ -29,23 +30,38 @@ func (m *message) MessageID() uint16 { return 1 }
 func (m *message) Payload() []byte   { return m.payload }
 func (m *message) Ack()              { m.acked = true }
 
+// stores is what a pipeline writes to, fresh for one test: a database in a
+// real influxd, a bbolt file and a window store.
+type stores struct {
+	ix     *testsvc.Influx
+	dbName string
+	w      *influx.Writer
+	db     *bolt.DB
+	win    *window.Store
+}
+
+func newStores(t *testing.T) *stores {
+	t.Helper()
+	s := &stores{ix: testsvc.StartInflux(t), db: bolttest.Open(t, nil)}
+	s.dbName = s.ix.NewDatabase(t)
+	var err error
+	if s.w, err = influx.New(influx.Options{URL: s.ix.URL, Bucket: s.dbName + "/autogen", Token: s.ix.Token}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.w.Close)
+	if s.win, err = window.New(window.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestCoalescedRawWrite: the raw points of several batches go to InfluxDB
 // in one write; when InfluxDB refuses some points of it (a field type
 // conflict), exactly the batch that holds them becomes a rejection and the
 // others are stored in full.
 func TestCoalescedRawWrite(t *testing.T) {
-	ix := testsvc.StartInflux(t)
-	dbName := ix.NewDatabase(t)
-	w, err := influx.New(influx.Options{URL: ix.URL, Bucket: dbName + "/autogen", Token: ix.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	db := bolttest.Open(t, nil)
-	win, err := window.New(window.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStores(t)
+	ix, dbName, w, db, win := st.ix, st.dbName, st.w, st.db, st.win
 	topics, _ := protocol.NewTopics("")
 	h, err := New(Options{DB: db, Influx: w, Windows: win, Broker: BrokerOptions{URL: "tcp://127.0.0.1:1"}, Topics: topics})
 	if err != nil {

@@ -14,9 +14,6 @@ import (
 	"github.com/freshet-iot/freshet/hub/fleet"
 	"github.com/freshet-iot/freshet/hub/influx"
 	"github.com/freshet-iot/freshet/hub/ledger"
-	"github.com/freshet-iot/freshet/hub/window"
-	"github.com/freshet-iot/freshet/internal/bolttest"
-	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -28,18 +25,8 @@ import (
 // exactly, in the commit; beyond limits.epochs_per_device the ledger keeps
 // the newest epochs and the batch is applied and acked.
 func TestLimits(t *testing.T) {
-	ix := testsvc.StartInflux(t)
-	dbName := ix.NewDatabase(t)
-	w, err := influx.New(influx.Options{URL: ix.URL, Bucket: dbName + "/autogen", Token: ix.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	db := bolttest.Open(t, nil)
-	win, err := window.New(window.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStores(t)
+	ix, dbName, w, db, win := st.ix, st.dbName, st.w, st.db, st.win
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	now := t0
 	fl := fleet.New(fleet.Options{MaxDevices: 2})
