@@ -47,14 +47,22 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	d.dials.Add(1)
 	fc := &conn{Conn: c, d: d, cutCh: make(chan struct{})}
 	d.mu.Lock()
+	if d.down {
+		// The link went down while this dial was under way. Cut has
+		// already run and could not see this connection: refuse it here,
+		// or it would outlive the outage.
+		d.mu.Unlock()
+		c.Close()
+		return nil, ErrLinkDown
+	}
 	if d.conns == nil {
 		d.conns = map[*conn]struct{}{}
 	}
 	d.conns[fc] = struct{}{}
 	d.mu.Unlock()
+	d.dials.Add(1)
 	return fc, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/freshet-iot/freshet/firmware-sim/faultnet"
 )
@@ -102,4 +103,58 @@ func TestStall(t *testing.T) {
 		t.Fatalf("a stalled read on a cut link: %v, want ErrLinkCut", err)
 	}
 	d.SetStalled(false)
+}
+
+// TestDownDuringDial: a link taken down while a dial is under way never
+// leaves that connection working. Once SetDown(true) has returned, the dial
+// either failed or gave a connection that is already cut.
+func TestDownDuringDial(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	var worked, failed int
+	for i := range 400 {
+		var d faultnet.Dialer
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		dialed := make(chan result, 1)
+		go func() {
+			c, err := d.DialContext(context.Background(), "tcp", l.Addr().String())
+			dialed <- result{c, err}
+		}()
+		// Spread the moment the link goes down over the dial's duration
+		// (tens of microseconds on loopback), so that some rounds land
+		// between its start and its end.
+		for deadline := time.Now().Add(time.Duration(i%80) * time.Microsecond); time.Now().Before(deadline); {
+		}
+		d.SetDown(true)
+		r := <-dialed
+		if r.err != nil {
+			if !errors.Is(r.err, faultnet.ErrLinkDown) {
+				t.Fatalf("round %d: dial: %v", i, r.err)
+			}
+			failed++
+			continue
+		}
+		worked++
+		_, err := r.c.Write([]byte("x"))
+		r.c.Close()
+		if !errors.Is(err, faultnet.ErrLinkCut) {
+			t.Fatalf("round %d: a connection dialed while the link went down still works (write: %v)", i, err)
+		}
+	}
+	t.Logf("%d dials refused, %d dialed and cut", failed, worked)
 }

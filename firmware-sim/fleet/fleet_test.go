@@ -86,11 +86,11 @@ func TestFleetDelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Devices[0].Link.SetDown(true) // before its agent runs: it never reaches the broker until the link is back
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); f.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	f.Devices[0].Link.SetDown(true)
 	testsvc.WaitFor(t, 30*time.Second, "readings from the two devices with a link", func() error {
 		got := map[string]map[string]bool{}
 		for _, b := range h.Applied() {
