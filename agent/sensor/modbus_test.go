@@ -15,6 +15,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	mb "github.com/freshet-iot/freshet/firmware-sim/modbus"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -331,14 +332,8 @@ func TestModbusTCPMeter(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var last error
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, last = readSrc(t, src); last == nil {
-			break
-		}
-	}
-	if last != nil {
-		t.Fatalf("no recovery after the server restarted: %v", last)
+	if err := localsvc.Poll(5*time.Second, func() error { _, err := readSrc(t, src); return err }); err != nil {
+		t.Fatalf("no recovery after the server restarted: %v", err)
 	}
 }
 
@@ -391,10 +386,13 @@ func TestModbusTCPHang(t *testing.T) {
 	pool.mu.Lock()
 	bus := pool.buses["tcp://"+srv.Addr]
 	pool.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); len(bus.turn) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the meter's request never took the connection")
+	if err := localsvc.Poll(5*time.Second, func() error {
+		if len(bus.turn) == 0 {
+			return errors.New("the connection is free")
 		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the meter's request never took the connection: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err := p.Read(ctx)
@@ -512,10 +510,12 @@ func TestModbusRunnerCounts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.Status()[0].Errors < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	localsvc.Poll(5*time.Second, func() error { // the status is checked below, after the runner stops
+		if r.Status()[0].Errors < 2 {
+			return errors.New("fewer than 2 errors")
+		}
+		return nil
+	})
 	cancel()
 	<-done
 	st := r.Status()[0]

@@ -14,6 +14,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	plc "github.com/freshet-iot/freshet/firmware-sim/opcua"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -167,17 +168,18 @@ func TestOPCUARestart(t *testing.T) {
 			// waitFor reads until the count tag shows want.
 			waitFor := func(want uint32) {
 				t.Helper()
-				var last string
-				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				err := localsvc.Poll(10*time.Second, func() error {
 					vals, err := readSrc(t, src)
-					last = fmt.Sprint(vals, err)
 					for _, v := range vals {
 						if v.Metric == "count" && v.Int == int64(want) {
-							return
+							return nil
 						}
 					}
+					return fmt.Errorf("last read: %v %v", vals, err)
+				})
+				if err != nil {
+					t.Fatalf("count %d never read: %v", want, err)
 				}
-				t.Fatalf("count %d never read; last read: %s", want, last)
 			}
 			p.Set(plc.Count, count, time.Now())
 			waitFor(count)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/freshet-iot/freshet/hub/broker"
 	"github.com/freshet-iot/freshet/internal/testcerts"
+	"github.com/freshet-iot/freshet/internal/testsvc"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -74,19 +75,14 @@ func TestUserAuth(t *testing.T) {
 	defer gw1.Disconnect(0)
 	waitFor := func(key string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testsvc.WaitFor(t, 10*time.Second, fmt.Sprintf("%q to reach the hub once", key), func() error {
 			mu.Lock()
-			n := got[key]
-			mu.Unlock()
-			if n == 1 {
-				return
+			defer mu.Unlock()
+			if got[key] != 1 {
+				return fmt.Errorf("got %v", got)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%q did not reach the hub: %v", key, got)
-			}
-			time.Sleep(10 * time.Millisecond) // polling with a deadline
-		}
+			return nil
+		})
 	}
 	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "own").WaitTimeout(5 * time.Second)
 	waitFor("freshet/v1/gw-1/batch own")
@@ -278,13 +274,12 @@ func TestPacketSizeLimit(t *testing.T) {
 	}
 	defer c.Disconnect(0)
 	c.Publish("freshet/v1/big/batch", 1, false, make([]byte, broker.DefaultMaxPacketBytes+1)).WaitTimeout(5 * time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for promtest.ToFloat64(b.Metrics().TooLarge) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("too large counted %v times, want 1", promtest.ToFloat64(b.Metrics().TooLarge))
+	testsvc.WaitFor(t, 10*time.Second, "the publish counted as too large", func() error {
+		if n := promtest.ToFloat64(b.Metrics().TooLarge); n != 1 {
+			return fmt.Errorf("too large counted %v times, want 1", n)
 		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
+		return nil
+	})
 }
 
 // TestSilentConnectionsClosed: a TCP connection that never sends CONNECT

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/freshet-iot/freshet/hub/broker"
+	"github.com/freshet-iot/freshet/internal/localsvc"
 )
 
 // TestHubTakesBatchesWhileAgentsPublish: a hub over MQTT 5 (Receive
@@ -102,10 +104,12 @@ func TestHubTakesBatchesWhileAgentsPublish(t *testing.T) {
 		closed = true // the broker hung: leave it (the test fails either way)
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for got.Load() < agents*each && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	localsvc.Poll(30*time.Second, func() error { // checked below, where a hung broker is left behind
+		if got.Load() < agents*each {
+			return errors.New("not all batches yet")
+		}
+		return nil
+	})
 	if n := got.Load(); n != agents*each {
 		closed = true
 		t.Fatalf("the hub got %d of %d batches", n, agents*each)
