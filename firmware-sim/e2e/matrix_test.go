@@ -203,27 +203,39 @@ type row struct {
 }
 
 // query returns rows of field per (device, sensor) for a measurement: the
-// time (Unix ns, exact) and the fields as float64.
-func (w *world) query(measurement string, fields ...string) map[[2]string][]qrow {
+// time (Unix ns, exact) and the fields as float64. A row missing a field is
+// an error, not a value: InfluxDB 1.x reads each field through its own
+// cursor, so a query that runs while a point is being written can see some
+// of its fields and not the others (the hub writes every field of an
+// aggregate in one point); check polls again.
+func (w *world) query(measurement string, fields ...string) (map[[2]string][]qrow, error) {
 	q := fmt.Sprintf(`SELECT %s FROM %q GROUP BY "device","sensor"`, `"`+strings.Join(fields, `","`)+`"`, measurement)
 	series, err := w.ix.Query(w.db, q)
 	if err != nil {
-		w.t.Fatal(err)
+		return nil, err
 	}
 	out := map[[2]string][]qrow{}
 	for _, s := range series {
 		k := [2]string{s.Tags["device"], s.Tags["sensor"]}
 		for _, v := range s.Values {
 			var r qrow
-			r.t, _ = v[0].(json.Number).Int64()
-			for _, x := range v[1:] {
-				f, _ := strconv.ParseFloat(string(x.(json.Number)), 64)
+			n, ok := v[0].(json.Number)
+			if !ok {
+				return nil, fmt.Errorf("%s %v: time %v is not a number", measurement, k, v[0])
+			}
+			r.t, _ = n.Int64()
+			for i, x := range v[1:] {
+				n, ok := x.(json.Number)
+				if !ok {
+					return nil, fmt.Errorf("%s %v at %d: field %s is %v, not a number", measurement, k, r.t, fields[i], x)
+				}
+				f, _ := strconv.ParseFloat(string(n), 64)
 				r.f = append(r.f, f)
 			}
 			out[k] = append(out[k], r)
 		}
 	}
-	return out
+	return out, nil
 }
 
 type qrow struct {
@@ -261,7 +273,11 @@ func (w *world) check() {
 func (w *world) compare(truth map[key]float64) error {
 	stored := map[key]float64{}
 	for _, m := range metrics {
-		for k, rows := range w.query(m, "value") {
+		raw, err := w.query(m, "value")
+		if err != nil {
+			return err
+		}
+		for k, rows := range raw {
 			for _, r := range rows {
 				stored[key{k[0], k[1], m, r.t}] = r.f[0]
 			}
@@ -271,7 +287,11 @@ func (w *world) compare(truth map[key]float64) error {
 	dropped := map[string]int64{}
 	if s, err := w.ix.Query(w.db, `SELECT sum("readings") FROM "freshet_gaps" GROUP BY "device"`); err == nil {
 		for _, se := range s {
-			n, _ := se.Values[0][1].(json.Number).Int64()
+			sum, ok := se.Values[0][1].(json.Number)
+			if !ok {
+				return fmt.Errorf("freshet_gaps of %s: sum %v is not a number", se.Tags["device"], se.Values[0][1])
+			}
+			n, _ := sum.Int64()
 			dropped[se.Tags["device"]] = n
 		}
 	}
@@ -329,7 +349,11 @@ func (w *world) compare(truth map[key]float64) error {
 	aggs := 0
 	written := map[wkey]bool{}
 	for _, m := range metrics {
-		for k, rows := range w.query(m+"_1m", "count", "sum", "min", "max", "first", "last") {
+		aggRows, err := w.query(m+"_1m", "count", "sum", "min", "max", "first", "last")
+		if err != nil {
+			return err
+		}
+		for k, rows := range aggRows {
 			for _, r := range rows {
 				aggs++
 				written[wkey{k[0], k[1], m, r.t}] = true
