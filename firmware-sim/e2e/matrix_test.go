@@ -299,7 +299,11 @@ func (w *world) compare(truth map[key]float64) error {
 	findings := map[string]int64{}
 	if s, err := w.ix.Query(w.db, `SELECT sum("count") FROM "freshet_quality" WHERE "kind" = 'dropped' AND "state" = 'resolved' GROUP BY "device"`); err == nil {
 		for _, se := range s {
-			findings[se.Tags["device"]], _ = se.Values[0][1].(json.Number).Int64()
+			sum, ok := se.Values[0][1].(json.Number)
+			if !ok {
+				return fmt.Errorf("dropped findings of %s: sum %v is not a number", se.Tags["device"], se.Values[0][1])
+			}
+			findings[se.Tags["device"]], _ = sum.Int64()
 		}
 	}
 	reported := map[string]int64{}

@@ -1,7 +1,10 @@
 package testsvc
 
 import (
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/freshet-iot/freshet/internal/localsvc"
 )
@@ -45,4 +48,29 @@ func (i *Influx) NewDatabase(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return name
+}
+
+// QueryWhole runs q, for rows written with every field they select, until
+// no row comes back with a null field, and returns its series. InfluxDB 1.x
+// does not commit the fields of one point together (influxdata/influxdb#8546),
+// so a query that runs while a point is being written can see part of it.
+func (i *Influx) QueryWhole(tb testing.TB, db, q string) []Series {
+	tb.Helper()
+	var series []Series
+	WaitFor(tb, 10*time.Second, "a query result without partly written rows", func() error {
+		s, err := i.Query(db, q)
+		if err != nil {
+			return err
+		}
+		for _, se := range s {
+			for _, row := range se.Values {
+				if slices.Contains(row, nil) {
+					return fmt.Errorf("%s %v: row %v has a null field", se.Name, se.Tags, row)
+				}
+			}
+		}
+		series = s
+		return nil
+	})
+	return series
 }
