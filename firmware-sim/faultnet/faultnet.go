@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	fc := &conn{Conn: c, d: d, cutCh: make(chan struct{})}
+	fc := &conn{Conn: c, d: d, cutCh: make(chan struct{}), dlChanged: make(chan struct{})}
 	d.mu.Lock()
 	if d.down {
 		// The link went down while this dial was under way. Cut has
@@ -91,30 +92,85 @@ func (d *Dialer) SetDown(down bool) {
 	}
 }
 
-// SetStalled stalls the link (true) or lets it flow again (false): while
-// stalled, reads and writes of every connection block, and return as soon
-// as the stall ends or the link is cut.
+// SetStalled stalls the link (true) or lets it flow again (false), as a
+// cellular link that dies without a word does to TCP: nothing crosses it,
+// yet no connection fails. While stalled, a write is taken into the
+// connection's send buffer (SendBuffer bytes, the kernel's socket buffer)
+// and returns; once that is full, writes block until the stall ends, the
+// write deadline passes (os.ErrDeadlineExceeded) or the link is cut. Bytes
+// and a close from the peer are held, not delivered: reads block the same
+// way. When the stall ends, what was held goes through in order.
 func (d *Dialer) SetStalled(stalled bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	var conns []*conn
 	switch {
 	case stalled && d.stalled == nil:
 		d.stalled = make(chan struct{})
 	case !stalled && d.stalled != nil:
 		close(d.stalled)
 		d.stalled = nil
+		for c := range d.conns {
+			conns = append(conns, c)
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range conns {
+		go c.flush() // what was written during the stall, even if nothing more is
 	}
 }
 
-// wait blocks while the link is stalled, until it flows again or c is cut.
-func (c *conn) wait() {
-	c.d.mu.Lock()
-	stall := c.d.stalled
-	c.d.mu.Unlock()
-	if stall != nil {
+// SendBuffer is how many bytes a connection takes from writes while its link
+// is stalled before writes block.
+const SendBuffer = 64 << 10
+
+// stall returns the channel closed when the current stall ends, nil if the
+// link flows.
+func (d *Dialer) stall() chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stalled
+}
+
+// wait blocks until stall ends (nil), the read or write deadline passes
+// (os.ErrDeadlineExceeded), or c is cut or closed. A deadline set while it
+// waits counts, as with a net.Conn.
+func (c *conn) wait(stall chan struct{}, write bool) error {
+	for {
+		c.dlMu.Lock()
+		dl, changed := c.readDL, c.dlChanged
+		if write {
+			dl = c.writeDL
+		}
+		c.dlMu.Unlock()
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
+		var err error
+		again := false
 		select {
 		case <-stall:
+		case <-timeout:
+			err = os.ErrDeadlineExceeded
+		case <-changed:
+			again = true
 		case <-c.cutCh:
+			err = net.ErrClosed // closed by its owner: paho takes this as its own doing
+			if c.cut.Load() {
+				err = ErrLinkCut
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if !again {
+			return err
 		}
 	}
 }
@@ -130,8 +186,19 @@ type conn struct {
 	net.Conn
 	d       *Dialer
 	cut     atomic.Bool
-	cutCh   chan struct{}
+	cutCh   chan struct{} // closed when the connection is cut or closed
 	cutOnce sync.Once
+
+	dlMu            sync.Mutex
+	readDL, writeDL time.Time
+	dlChanged       chan struct{} // closed and replaced when a deadline is set
+
+	wmu  sync.Mutex // orders writes and held bytes
+	held []byte     // written during a stall, not yet sent
+
+	rmu     sync.Mutex
+	rheld   []byte // received during a stall, not yet delivered
+	rheldEr error  // and the error that came after them (the peer's close)
 }
 
 func (c *conn) markCut() {
@@ -139,13 +206,40 @@ func (c *conn) markCut() {
 	c.cutOnce.Do(func() { close(c.cutCh) })
 }
 
-func (c *conn) Read(b []byte) (int, error) {
-	c.wait()
-	n, err := c.Conn.Read(b)
+func (c *conn) ioErr(err error) error {
 	if err != nil && c.cut.Load() {
-		err = ErrLinkCut
+		return ErrLinkCut
 	}
-	return n, err
+	return err
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if stall := c.d.stall(); stall != nil {
+			if err := c.wait(stall, false); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if len(c.rheld) > 0 {
+			n := copy(b, c.rheld)
+			c.rheld = c.rheld[n:]
+			return n, nil
+		}
+		if c.rheldEr != nil {
+			return 0, c.ioErr(c.rheldEr)
+		}
+		n, err := c.Conn.Read(b)
+		if c.d.stall() == nil || c.cut.Load() || (n == 0 && errors.Is(err, os.ErrDeadlineExceeded)) {
+			return n, c.ioErr(err)
+		}
+		// The link stalled while this read waited on the socket: what
+		// came is still on the dead link, as far as the reader can tell.
+		c.rheld = append(c.rheld, b[:n]...)
+		c.rheldEr = err
+	}
 }
 
 func (c *conn) Write(b []byte) (int, error) {
@@ -156,15 +250,77 @@ func (c *conn) Write(b []byte) (int, error) {
 		t := time.NewTimer(delay)
 		<-t.C
 	}
-	c.wait()
-	if c.cut.Load() {
-		return 0, ErrLinkCut
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for {
+		if c.cut.Load() {
+			return 0, ErrLinkCut
+		}
+		stall := c.d.stall()
+		if stall == nil {
+			if err := c.sendHeld(); err != nil {
+				return 0, err
+			}
+			n, err := c.Conn.Write(b)
+			return n, c.ioErr(err)
+		}
+		if len(c.held)+len(b) <= SendBuffer {
+			c.held = append(c.held, b...)
+			return len(b), nil
+		}
+		if err := c.wait(stall, true); err != nil {
+			return 0, err
+		}
 	}
-	n, err := c.Conn.Write(b)
-	if err != nil && c.cut.Load() {
-		err = ErrLinkCut
+}
+
+// sendHeld sends what was written during a stall. Callers hold wmu.
+func (c *conn) sendHeld() error {
+	if len(c.held) == 0 {
+		return nil
 	}
-	return n, err
+	_, err := c.Conn.Write(c.held)
+	c.held = nil
+	return c.ioErr(err)
+}
+
+// flush sends the held bytes once a stall has ended.
+func (c *conn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.d.stall() == nil && !c.cut.Load() {
+		_ = c.sendHeld() // a failure shows in the owner's next read or write
+	}
+}
+
+// setDeadline records the read and/or write deadline and wakes a stalled
+// read or write to look at it again.
+func (c *conn) setDeadline(t time.Time, read, write bool) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if read {
+		c.readDL = t
+	}
+	if write {
+		c.writeDL = t
+	}
+	close(c.dlChanged)
+	c.dlChanged = make(chan struct{})
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.setDeadline(t, true, true)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.setDeadline(t, true, false)
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.setDeadline(t, false, true)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *conn) Close() error {
