@@ -130,7 +130,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the agent did not stop within 5 s")
 		}
-		testsvc.WaitFor(t, 5*time.Second, "offline status", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "offline status", func() error {
 			if s := h.Status("gw-e2e"); s == nil || s.State != protocol.StateOffline {
 				return fmt.Errorf("%+v", s)
 			}
@@ -267,7 +267,7 @@ func TestKill9(t *testing.T) {
 		if len(epochs) != 1 {
 			t.Fatalf("%d epochs: kill -9 must not start a new one", len(epochs))
 		}
-		testsvc.WaitFor(t, 10*time.Second, "the last run to commit", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "the last run to commit", func() error {
 			if n := len(readCommitLog(t, commitLog)); n <= len(committed) {
 				return fmt.Errorf("commit log still at %d", n)
 			}

@@ -162,7 +162,7 @@ func measureFlash(dir, bin, strace, brokerURL string, h *testsvc.HubStub, rate i
 	// The agent is the process running bin: strace's child, or cmd itself.
 	pid := cmd.Process.Pid
 	exe, _ := filepath.EvalSymlinks(bin)
-	err = testsvc.Poll(10*time.Second, func() error {
+	err = testsvc.Poll(30*time.Second, func() error {
 		cand := pid
 		if strace != "" {
 			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))

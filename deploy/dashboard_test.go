@@ -236,7 +236,7 @@ ack_key_file: %s
 	wg.Add(1)
 	go func() { defer wg.Done(); h.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	testsvc.WaitFor(t, 10*time.Second, "the hub connected to its broker", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "the hub connected to its broker", func() error {
 		if !h.Pipeline().Connected() {
 			return fmt.Errorf("not yet")
 		}

@@ -78,7 +78,7 @@ func connect(b *testsvc.Broker, id string, c *tls.Config) (paho.Client, error) {
 	cl := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + b.Addr).SetClientID(id).SetTLSConfig(c).
 		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 	tok := cl.Connect()
-	if !tok.WaitTimeout(10 * time.Second) {
+	if !tok.WaitTimeout(30 * time.Second) {
 		return nil, fmt.Errorf("timeout")
 	}
 	return cl, tok.Error()
@@ -103,7 +103,7 @@ func TestMosquittoACL(t *testing.T) {
 		mu.Lock()
 		got[m.Topic()+" "+string(m.Payload())] = true
 		mu.Unlock()
-	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	}); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	gw1, err := connect(b, "gw-1", tlsConf(t, dir, "devices/gw-1"))
@@ -119,19 +119,19 @@ func TestMosquittoACL(t *testing.T) {
 	// Mosquitto 2 grants the subscription and applies the read ACL at
 	// delivery: what matters is that gw-1 never receives gw-2's acks.
 	spied := make(chan string, 8)
-	gw1.Subscribe("freshet/v1/gw-2/ack", 1, func(_ paho.Client, m paho.Message) { spied <- string(m.Payload()) }).WaitTimeout(5 * time.Second)
+	gw1.Subscribe("freshet/v1/gw-2/ack", 1, func(_ paho.Client, m paho.Message) { spied <- string(m.Payload()) }).WaitTimeout(30 * time.Second)
 	own := make(chan string, 8)
-	gw2.Subscribe("freshet/v1/gw-2/ack", 1, func(_ paho.Client, m paho.Message) { own <- string(m.Payload()) }).WaitTimeout(5 * time.Second)
-	hubc.Publish("freshet/v1/gw-2/ack", 1, false, "ack for gw-2").WaitTimeout(5 * time.Second)
+	gw2.Subscribe("freshet/v1/gw-2/ack", 1, func(_ paho.Client, m paho.Message) { own <- string(m.Payload()) }).WaitTimeout(30 * time.Second)
+	hubc.Publish("freshet/v1/gw-2/ack", 1, false, "ack for gw-2").WaitTimeout(30 * time.Second)
 	select {
 	case <-own:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("gw-2 did not get its own ack")
 	}
-	gw1.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(5 * time.Second)
-	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "own").WaitTimeout(5 * time.Second)
-	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "barrier").WaitTimeout(5 * time.Second)
-	testsvc.WaitFor(t, 10*time.Second, "own batch and barrier", func() error {
+	gw1.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(30 * time.Second)
+	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "own").WaitTimeout(30 * time.Second)
+	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "barrier").WaitTimeout(30 * time.Second)
+	testsvc.WaitFor(t, 30*time.Second, "own batch and barrier", func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if !got["freshet/v1/gw-1/batch own"] || !got["freshet/v1/gw-2/batch barrier"] {
@@ -168,7 +168,7 @@ func TestMosquittoIdentity(t *testing.T) {
 	}
 	defer gw1.Disconnect(0)
 	got := make(chan string, 8)
-	if tok := hubc.Subscribe("freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := hubc.Subscribe("freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	// gw-2 asks for the hub's client id, then for gw-1's.
@@ -182,7 +182,7 @@ func TestMosquittoIdentity(t *testing.T) {
 	// Mosquitto handles one client at a time: had a takeover happened, the
 	// victims' sockets would be closed before these round trips.
 	for name, c := range map[string]paho.Client{"hub": hubc, "gw-1": gw1} {
-		if tok := c.Publish("freshet/v1/"+name+"/status", 1, false, "alive"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := c.Publish("freshet/v1/"+name+"/status", 1, false, "alive"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatalf("%s lost its session to a device that asked for its client id: %v", name, tok.Error())
 		}
 	}
@@ -191,17 +191,17 @@ func TestMosquittoIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big.Publish("freshet/v1/gw-2/batch", 1, false, make([]byte, 70<<10)).WaitTimeout(5 * time.Second)
-	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "barrier").WaitTimeout(5 * time.Second)
+	big.Publish("freshet/v1/gw-2/batch", 1, false, make([]byte, 70<<10)).WaitTimeout(30 * time.Second)
+	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "barrier").WaitTimeout(30 * time.Second)
 	select {
 	case topic := <-got:
 		if topic != "freshet/v1/gw-1/batch" {
 			t.Fatalf("the hub got %s: the oversized batch went through", topic)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the barrier did not reach the hub")
 	}
-	testsvc.WaitFor(t, 10*time.Second, "the oversized publisher disconnected", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "the oversized publisher disconnected", func() error {
 		if big.IsConnectionOpen() {
 			return fmt.Errorf("still connected")
 		}

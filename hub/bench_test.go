@@ -98,14 +98,14 @@ func BenchmarkAffinityCPU(b *testing.B) {
 			}
 		}
 		pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + hubs[0].BrokerAddr()).SetClientID("bench-publisher").SetAutoReconnect(false))
-		if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := pub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			b.Fatal(tok.Error())
 		}
 		b.StartTimer()
 		var before, after syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 		for i, p := range payloads {
-			if tok := pub.Publish("freshet/v1/"+names[i]+"/batch", 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := pub.Publish("freshet/v1/"+names[i]+"/batch", 1, false, p); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				b.Fatal(tok.Error())
 			}
 		}

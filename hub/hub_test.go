@@ -71,7 +71,7 @@ ack_key_file: %s
 	t.Cleanup(func() { cancel(); <-done })
 	r := &rig{t: t, h: h, ix: ix, db: db, key: key, acks: map[string][]*protocol.Ack{}}
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.BrokerAddr()).SetClientID("test-publisher").SetAutoReconnect(false))
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
@@ -93,11 +93,11 @@ ack_key_file: %s
 		r.acks[a.Device] = append(r.acks[a.Device], a)
 		r.mu.Unlock()
 	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	r.pub = c
-	testsvc.WaitFor(t, 10*time.Second, "hub connected to its broker", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "hub connected to its broker", func() error {
 		if !h.Pipeline().Connected() {
 			return fmt.Errorf("not yet")
 		}
@@ -108,7 +108,7 @@ ack_key_file: %s
 
 func (r *rig) publish(device string, payload []byte) {
 	r.t.Helper()
-	if tok := r.pub.Publish("freshet/v1/"+device+"/batch", 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := r.pub.Publish("freshet/v1/"+device+"/batch", 1, false, payload); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		r.t.Fatal(tok.Error())
 	}
 }
@@ -186,7 +186,7 @@ func TestExactlyOnce(t *testing.T) {
 	}
 	r.waitStat(r.m().Batches.WithLabelValues("applied"), 1)
 	r.waitStat(r.m().Batches.WithLabelValues("duplicate"), 2)
-	testsvc.WaitFor(t, 10*time.Second, "three acks", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "three acks", func() error {
 		acks := r.ackList("gw-a")
 		if len(acks) != 3 {
 			return fmt.Errorf("%d acks", len(acks))
@@ -344,7 +344,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	r.publish("gw-1", deep)
 	for _, reason := range bad {
-		testsvc.WaitFor(t, 10*time.Second, "rejection "+reason, func() error {
+		testsvc.WaitFor(t, 30*time.Second, "rejection "+reason, func() error {
 			if uint64(promtest.ToFloat64(r.m().Rejections.WithLabelValues(reason))) == 0 {
 				return fmt.Errorf("none")
 			}
@@ -354,7 +354,7 @@ func TestHostileInput(t *testing.T) {
 	r.waitStat(r.m().Rejections.WithLabelValues("device_mismatch"), 1)
 	r.waitStat(r.m().Rejections.WithLabelValues("too_large"), 1)
 	// The refused batches that name a seq are answered, so agents stop resending.
-	testsvc.WaitFor(t, 10*time.Second, "rejection acks", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "rejection acks", func() error {
 		n := 0
 		for _, a := range r.ackList("gw-1") {
 			n += len(a.Rejected)
@@ -404,7 +404,7 @@ func TestInfluxRejects(t *testing.T) {
 	}
 	r.publish("gw-i", data)
 	r.publish("gw-g", batches(t, "gw-g", 1, 1, base, []float64{24, 25}, 2)[0])
-	testsvc.WaitFor(t, 10*time.Second, "gw-i's batch acked as rejected", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "gw-i's batch acked as rejected", func() error {
 		for _, a := range r.ackList("gw-i") {
 			if a.Epoch == 3 && a.Through == 1 && len(a.Rejected) == 1 && a.Rejected[0].Seq == 1 && a.Rejected[0].Reason == "influx_rejected" {
 				return nil
@@ -446,7 +446,7 @@ func TestGapNotice(t *testing.T) {
 	}
 	r.publish("gw-gap", data)
 	r.waitStat(r.m().GapReadings, 4000)
-	testsvc.WaitFor(t, 10*time.Second, "the ack to settle 1..10", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "the ack to settle 1..10", func() error {
 		acks := r.ackList("gw-gap")
 		if len(acks) == 0 || acks[len(acks)-1].Through != 10 {
 			return fmt.Errorf("acks %d", len(acks))
@@ -473,7 +473,7 @@ func TestAcksSigned(t *testing.T) {
 			r.publish("gw-1", v.Bytes())
 		}
 	}
-	testsvc.WaitFor(t, 10*time.Second, "the acks", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "the acks", func() error {
 		if n := len(r.ackList("gw-s")); n != 2 {
 			return fmt.Errorf("gw-s: %d acks", n)
 		}

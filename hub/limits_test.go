@@ -81,7 +81,7 @@ ack_key_file: %s
 	done := make(chan struct{})
 	go func() { defer close(done); f.h.Run(ctx) }()
 	f.pub = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + f.h.BrokerAddr()).SetClientID("flood").SetAutoReconnect(false))
-	if tok := f.pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := f.pub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	codec := protocol.NewCodec(protocol.Limits{})
@@ -92,7 +92,7 @@ ack_key_file: %s
 			f.mu.Unlock()
 		}
 	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	var once sync.Once
@@ -417,7 +417,7 @@ func TestForgottenDeviceComesBack(t *testing.T) {
 	send := func(payloads ...[]byte) {
 		t.Helper()
 		for _, b := range payloads {
-			if tok := f.pub.Publish("freshet/v1/gw-back/batch", 1, false, b); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := f.pub.Publish("freshet/v1/gw-back/batch", 1, false, b); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				t.Fatal(tok.Error())
 			}
 		}

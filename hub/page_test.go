@@ -55,11 +55,11 @@ func TestFleetPageInBrowser(t *testing.T) {
 	}
 	codec := protocol.NewCodec(protocol.Limits{})
 	st, _ := codec.EncodeStatus(&protocol.Status{Device: "gw-page-1", State: protocol.StateOnline, AgentVersion: "test", Epoch: 1, ClockSynced: true})
-	if tok := r.pub.Publish("freshet/v1/gw-page-1/status", 1, true, st); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := r.pub.Publish("freshet/v1/gw-page-1/status", 1, true, st); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	r.waitStat(r.m().Readings, 320)
-	testsvc.WaitFor(t, 10*time.Second, "the online status", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "the online status", func() error {
 		for _, d := range r.h.Fleet().Devices() {
 			if d.Device == "gw-page-1" && d.State == protocol.StateOnline {
 				return nil

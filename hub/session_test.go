@@ -38,7 +38,7 @@ ack_key_file: %s
 			t.Fatal(err)
 		}
 		pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr).SetClientID("kept-pub").SetAutoReconnect(false))
-		if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := pub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
 		}
 		defer pub.Disconnect(0)
@@ -46,7 +46,7 @@ ack_key_file: %s
 		devices := []string{"gw-k1", "gw-k2", "gw-k3"}
 		for _, d := range devices {
 			st, _ := codec.EncodeStatus(&protocol.Status{Device: d, State: protocol.StateOnline, AgentVersion: "test", Epoch: 1, ClockSynced: true})
-			if tok := pub.Publish("freshet/v1/"+d+"/status", 1, true, st); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := pub.Publish("freshet/v1/"+d+"/status", 1, true, st); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				t.Fatal(tok.Error())
 			}
 		}
@@ -74,7 +74,7 @@ ack_key_file: %s
 			// 10 batches, the hub's Receive Maximum: it takes them and
 			// cannot store (so ack) any; they are its kept session's.
 			for i, data := range batches(t, "gw-k1", 1, 1, time.Now().Add(-time.Minute), make([]float64, 10), 1) {
-				if tok := pub.Publish("freshet/v1/gw-k1/batch", 1, false, data); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				if tok := pub.Publish("freshet/v1/gw-k1/batch", 1, false, data); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 					t.Fatalf("batch %d: %v", i, tok.Error())
 				}
 			}

@@ -116,7 +116,7 @@ func TestDeliversInOrder(t *testing.T) {
 		r := newRig(t, b, h.Key.Keys, nil)
 		r.add(5000)
 		r.delivered(h)
-		testsvc.WaitFor(t, 5*time.Second, "online status", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "online status", func() error {
 			if s := h.Status("gw-1"); s == nil || s.State != protocol.StateOnline {
 				return fmt.Errorf("status %+v", s)
 			}
@@ -139,7 +139,7 @@ func TestLinkGap(t *testing.T) {
 			return nil
 		})
 		b.Kill()
-		testsvc.WaitFor(t, 10*time.Second, "forwarder to notice", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "forwarder to notice", func() error {
 			if r.fw.Connected() {
 				return fmt.Errorf("still connected")
 			}
@@ -148,7 +148,7 @@ func TestLinkGap(t *testing.T) {
 		for range 5 {
 			r.add(500) // committed while offline
 		}
-		testsvc.WaitFor(t, 5*time.Second, "offline readings committed", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "offline readings committed", func() error {
 			if st := r.ob.Stats(); st.Pending != 0 {
 				return fmt.Errorf("%d pending", st.Pending)
 			}
@@ -205,7 +205,7 @@ func TestRogueAcks(t *testing.T) {
 		signed(&protocol.Ack{Device: "gw-1", Epoch: epoch, Through: 1 << 40}),
 	}
 	publishAcks(t, c, rogue...)
-	testsvc.WaitFor(t, 10*time.Second, "rogue acks counted", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "rogue acks counted", func() error {
 		fw, ob := r.fw.Stats().AcksIgnored, r.ob.Stats().AcksIgnored
 		if fw["malformed"] != 1 || ob["foreign_device"] != 1 || ob["unknown_epoch"] != 1 || ob["unsent_seq"] != 1 {
 			return fmt.Errorf("ignored: forwarder %v, outbox %v", fw, ob)
@@ -263,7 +263,7 @@ func TestForgedAcks(t *testing.T) {
 	for _, ps := range forged {
 		publishAcks(t, c, ps...)
 	}
-	testsvc.WaitFor(t, 10*time.Second, "forged acks counted", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "forged acks counted", func() error {
 		st := r.fw.Stats()
 		for reason, ps := range forged {
 			if st.AcksIgnored[reason] != uint64(len(ps)) {
@@ -273,7 +273,7 @@ func TestForgedAcks(t *testing.T) {
 		return nil
 	})
 	// Resent, since no ack came: still all there.
-	testsvc.WaitFor(t, 10*time.Second, "a resend after the ack timeout", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "a resend after the ack timeout", func() error {
 		if h.Dupes() == 0 {
 			return fmt.Errorf("no batch received twice")
 		}
@@ -327,7 +327,7 @@ func unacked(t *testing.T, b *testsvc.Broker, h *testsvc.HubStub, mod func(*forw
 		return nil
 	})
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("rogue"))
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(0) })
@@ -337,7 +337,7 @@ func unacked(t *testing.T, b *testsvc.Broker, h *testsvc.HubStub, mod func(*forw
 // publishAcks publishes payloads on gw-1's ack topic.
 func publishAcks(t *testing.T, c paho.Client, payloads ...[]byte) {
 	for _, p := range payloads {
-		if tok := c.Publish("freshet/v1/gw-1/ack", 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := c.Publish("freshet/v1/gw-1/ack", 1, false, p); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
 		}
 	}
@@ -349,14 +349,14 @@ func TestLastWill(t *testing.T) {
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {
 		h := testsvc.StartHubStub(t, b.URL())
 		r := newRig(t, b, h.Key.Keys, func(o *forward.Options) { o.KeepAlive = time.Second })
-		testsvc.WaitFor(t, 10*time.Second, "online", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "online", func() error {
 			if s := h.Status("gw-1"); s == nil || s.State != protocol.StateOnline || !r.fw.Connected() {
 				return fmt.Errorf("status %+v", s)
 			}
 			return nil
 		})
 		r.link.Cut()
-		testsvc.WaitFor(t, 10*time.Second, "offline will, then online again", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "offline will, then online again", func() error {
 			if st := r.fw.Stats(); st.Connects < 2 {
 				return fmt.Errorf("not reconnected")
 			}
@@ -381,7 +381,7 @@ func TestStalledLink(t *testing.T) {
 	h := testsvc.StartHubStub(t, b.URL())
 	r := newRig(t, b, h.Key.Keys, func(o *forward.Options) { o.KeepAlive = time.Second; o.ConnectTimeout = time.Second })
 	r.add(500)
-	testsvc.WaitFor(t, 10*time.Second, "first delivery", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "first delivery", func() error {
 		if h.Readings() == 0 {
 			return fmt.Errorf("none")
 		}

@@ -332,7 +332,7 @@ func TestModbusTCPMeter(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := localsvc.Poll(5*time.Second, func() error { _, err := readSrc(t, src); return err }); err != nil {
+	if err := localsvc.Poll(30*time.Second, func() error { _, err := readSrc(t, src); return err }); err != nil {
 		t.Fatalf("no recovery after the server restarted: %v", err)
 	}
 }
@@ -386,7 +386,7 @@ func TestModbusTCPHang(t *testing.T) {
 	pool.mu.Lock()
 	bus := pool.buses["tcp://"+srv.Addr]
 	pool.mu.Unlock()
-	if err := localsvc.Poll(5*time.Second, func() error {
+	if err := localsvc.Poll(30*time.Second, func() error {
 		if len(bus.turn) == 0 {
 			return errors.New("the connection is free")
 		}
@@ -510,7 +510,7 @@ func TestModbusRunnerCounts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	localsvc.Poll(5*time.Second, func() error { // the status is checked below, after the runner stops
+	localsvc.Poll(30*time.Second, func() error { // the status is checked below, after the runner stops
 		if r.Status()[0].Errors < 2 {
 			return errors.New("fewer than 2 errors")
 		}

@@ -168,7 +168,7 @@ func TestOPCUARestart(t *testing.T) {
 			// waitFor reads until the count tag shows want.
 			waitFor := func(want uint32) {
 				t.Helper()
-				err := localsvc.Poll(10*time.Second, func() error {
+				err := localsvc.Poll(30*time.Second, func() error {
 					vals, err := readSrc(t, src)
 					for _, v := range vals {
 						if v.Metric == "count" && v.Int == int64(want) {

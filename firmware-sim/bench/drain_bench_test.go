@@ -321,7 +321,7 @@ func (h *hubProc) stop() {
 	h.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-h.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		h.cmd.Process.Kill()
 		<-h.done
 	}

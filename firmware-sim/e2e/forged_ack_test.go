@@ -40,7 +40,7 @@ func TestForgedAcksRealBinaries(t *testing.T) {
 
 	// The attacker: statuses for the epochs, batches for the seqs.
 	attacker := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("attacker").SetAutoReconnect(false))
-	if tok := attacker.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := attacker.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("attacker connect: %v", tok.Error())
 	}
 	defer attacker.Disconnect(0)
@@ -48,7 +48,7 @@ func TestForgedAcksRealBinaries(t *testing.T) {
 	epochs := map[string]uint64{}
 	seen := make(chan protocol.Peeked, 256)
 	subscribe := func(filter string, fn func(payload []byte)) {
-		if tok := attacker.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { fn(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := attacker.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { fn(m.Payload()) }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatalf("subscribe %s: %v", filter, tok.Error())
 		}
 	}
@@ -74,7 +74,7 @@ func TestForgedAcksRealBinaries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tok := attacker.Publish("freshet/v1/"+device+"/ack", 1, false, data); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := attacker.Publish("freshet/v1/"+device+"/ack", 1, false, data); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish: %v", tok.Error())
 		}
 	}

@@ -74,7 +74,7 @@ ack_key_file: %s
 	}
 	c.httpURL = c.hubs[0].httpURL
 	if embeddedPort != 0 {
-		testsvc.WaitFor(t, 10*time.Second, "the embedded broker", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "the embedded broker", func() error {
 			if c.hubs[0].metric("freshet_hub_broker_connected") != 1 {
 				return fmt.Errorf("hub-0 not connected to its broker yet")
 			}

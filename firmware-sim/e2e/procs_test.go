@@ -190,7 +190,7 @@ func (h *hubProc) stop(kill bool) {
 	}
 	select {
 	case <-h.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		h.cmd.Process.Kill()
 		<-h.done
 	}

@@ -97,7 +97,7 @@ ack_key_file: %s
 		c := paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID(clientID).SetUsername("gw-evil").
 			SetPassword("pw-evil").SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetProtocolVersion(4))
 		tok := c.Connect()
-		if !tok.WaitTimeout(5 * time.Second) {
+		if !tok.WaitTimeout(30 * time.Second) {
 			return nil, fmt.Errorf("connect timeout")
 		}
 		return c, tok.Error()
@@ -115,7 +115,7 @@ ack_key_file: %s
 	// Read gw-1's status and acks (the status names its epoch and seqs).
 	spied := make(chan string, 16)
 	for _, topic := range []string{"freshet/v1/gw-1/status", "freshet/v1/gw-1/ack", "freshet/v1/+/batch"} {
-		c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { spied <- m.Topic() }).WaitTimeout(5 * time.Second)
+		c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { spied <- m.Topic() }).WaitTimeout(30 * time.Second)
 	}
 	// Publish batches as gw-1: its next seqs in an epoch of our own (the
 	// real one is unknown to gw-evil), on gw-evil's topic, then on gw-1's
@@ -130,13 +130,13 @@ ack_key_file: %s
 		}
 		return b
 	}
-	c.Publish("freshet/v1/gw-evil/batch", 1, false, forged(1)).WaitTimeout(5 * time.Second)
-	c.Publish("freshet/v1/gw-1/batch", 1, false, forged(2)).WaitTimeout(5 * time.Second)
+	c.Publish("freshet/v1/gw-evil/batch", 1, false, forged(1)).WaitTimeout(30 * time.Second)
+	c.Publish("freshet/v1/gw-1/batch", 1, false, forged(2)).WaitTimeout(30 * time.Second)
 	c2, err := evil("gw-evil")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2.Publish("freshet/v1/gw-evil/batch", 1, false, make([]byte, 80<<10)).WaitTimeout(5 * time.Second)
+	c2.Publish("freshet/v1/gw-evil/batch", 1, false, make([]byte, 80<<10)).WaitTimeout(30 * time.Second)
 
 	testsvc.WaitFor(t, 20*time.Second, "every attack counted", func() error {
 		for name, want := range map[string]float64{

@@ -167,7 +167,7 @@ ack_key_file: %s
 	if mosq != nil {
 		// Mosquitto counts what it drops for a full queue in $SYS.
 		c := paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID("surge-sys"))
-		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			tb.Fatal(tok.Error())
 		}
 		defer c.Disconnect(0)
@@ -183,7 +183,7 @@ ack_key_file: %s
 			}
 			v, _ := strconv.ParseFloat(strings.TrimSpace(string(m.Payload())), 64)
 			sysDropped = max(sysDropped, v)
-		}).WaitTimeout(5 * time.Second)
+		}).WaitTimeout(30 * time.Second)
 	}
 	ixPid, mqPid := localsvc.ChildPid("influxd"), 0
 	if mosq != nil {
@@ -227,7 +227,7 @@ ack_key_file: %s
 		sysMu.Lock()
 		seen := sysSeen
 		sysMu.Unlock()
-		err := testsvc.Poll(10*time.Second, func() error {
+		err := testsvc.Poll(30*time.Second, func() error {
 			sysMu.Lock()
 			defer sysMu.Unlock()
 			if sysSeen < seen+2 {

@@ -26,7 +26,7 @@ func TestSharedSubscriptionAffinity(t *testing.T) {
 	hub := func(id string) paho.Client {
 		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(id).SetAutoReconnect(false).
 			SetCleanSession(false)) // as hubs do: a hub that left keeps its subscription in its session
-		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
 		}
 		tok := c.Subscribe("$share/hubs/freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) {
@@ -38,7 +38,7 @@ func TestSharedSubscriptionAffinity(t *testing.T) {
 			}
 			got[d][id]++
 		})
-		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
 		}
 		return c
@@ -48,7 +48,7 @@ func TestSharedSubscriptionAffinity(t *testing.T) {
 		hubs[id] = hub(id)
 	}
 	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("publisher").SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := pub.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	defer pub.Disconnect(0)
@@ -61,11 +61,11 @@ func TestSharedSubscriptionAffinity(t *testing.T) {
 		for d := range devices {
 			dev := fmt.Sprintf("gw-%03d", d)
 			for range n {
-				pub.Publish("freshet/v1/"+dev+"/batch", 1, false, dev).WaitTimeout(5 * time.Second)
+				pub.Publish("freshet/v1/"+dev+"/batch", 1, false, dev).WaitTimeout(30 * time.Second)
 			}
 		}
 		owner := map[string]string{}
-		testsvc.WaitFor(t, 10*time.Second, "every message delivered", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "every message delivered", func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			total := 0
@@ -102,7 +102,7 @@ func TestSharedSubscriptionAffinity(t *testing.T) {
 		}
 	}
 	hubs["hub-b"].Disconnect(0)
-	testsvc.WaitFor(t, 5*time.Second, "hub-b gone", func() error {
+	testsvc.WaitFor(t, 30*time.Second, "hub-b gone", func() error {
 		if cl, ok := b.Server().Clients.Get("hub-b"); ok && !cl.Closed() {
 			return fmt.Errorf("still connected")
 		}

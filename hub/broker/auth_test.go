@@ -38,7 +38,7 @@ func TestUserAuth(t *testing.T) {
 			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 			SetProtocolVersion(4)) // one attempt: without it paho retries a refused connect as MQTT 3.1
 		tok := c.Connect()
-		if !tok.WaitTimeout(5 * time.Second) {
+		if !tok.WaitTimeout(30 * time.Second) {
 			return nil, fmt.Errorf("timeout")
 		}
 		return c, tok.Error()
@@ -65,7 +65,7 @@ func TestUserAuth(t *testing.T) {
 		got[m.Topic()+" "+string(m.Payload())]++
 		mu.Unlock()
 	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	gw1, err := connect("gw-1", "one")
@@ -75,7 +75,7 @@ func TestUserAuth(t *testing.T) {
 	defer gw1.Disconnect(0)
 	waitFor := func(key string) {
 		t.Helper()
-		testsvc.WaitFor(t, 10*time.Second, fmt.Sprintf("%q to reach the hub once", key), func() error {
+		testsvc.WaitFor(t, 30*time.Second, fmt.Sprintf("%q to reach the hub once", key), func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if got[key] != 1 {
@@ -84,23 +84,23 @@ func TestUserAuth(t *testing.T) {
 			return nil
 		})
 	}
-	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "own").WaitTimeout(5 * time.Second)
+	gw1.Publish("freshet/v1/gw-1/batch", 1, false, "own").WaitTimeout(30 * time.Second)
 	waitFor("freshet/v1/gw-1/batch own")
 	sub := gw1.Subscribe("freshet/v1/gw-2/ack", 1, nil)
-	sub.WaitTimeout(5 * time.Second)
+	sub.WaitTimeout(30 * time.Second)
 	if st := sub.(*paho.SubscribeToken); st.Result()["freshet/v1/gw-2/ack"] != 0x80 {
 		t.Fatalf("subscribing to another device's acks: result %v, want failure 0x80", st.Result())
 	}
 	// A forged publish is dropped (mochi also disconnects the client; MQTT
 	// 3.1.1 has no way to refuse a single publish). A barrier from another
 	// device, sent after it, shows the hub would have seen it by now.
-	gw1.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(5 * time.Second)
+	gw1.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(30 * time.Second)
 	gw2, err := connect("gw-2", "two")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gw2.Disconnect(0)
-	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "barrier").WaitTimeout(5 * time.Second)
+	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "barrier").WaitTimeout(30 * time.Second)
 	waitFor("freshet/v1/gw-2/batch barrier")
 	mu.Lock()
 	defer mu.Unlock()
@@ -126,7 +126,7 @@ func connectAs(b *broker.Broker, tc *tls.Config, clientID, user, pass string) (p
 	}
 	c := paho.NewClient(o)
 	tok := c.Connect()
-	if !tok.WaitTimeout(5 * time.Second) {
+	if !tok.WaitTimeout(30 * time.Second) {
 		return nil, fmt.Errorf("timeout")
 	}
 	if tok.Error() != nil {
@@ -214,7 +214,7 @@ func TestClientCertificateIdentity(t *testing.T) {
 	}
 	defer hub.Disconnect(0)
 	got := make(chan string, 10)
-	if tok := hub.Subscribe("$share/hubs/freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	if tok := hub.Subscribe("$share/hubs/freshet/v1/+/batch", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	gw, err := connectAs(b, ca.ClientConfig(t, "gw-1"), "gw-1", "", "")
@@ -222,19 +222,19 @@ func TestClientCertificateIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gw.Disconnect(0)
-	gw.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(5 * time.Second)
+	gw.Publish("freshet/v1/gw-2/batch", 1, false, "forged").WaitTimeout(30 * time.Second)
 	gw2, err := connectAs(b, ca.ClientConfig(t, "gw-2"), "gw-2", "gw-2", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gw2.Disconnect(0)
-	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "own").WaitTimeout(5 * time.Second)
+	gw2.Publish("freshet/v1/gw-2/batch", 1, false, "own").WaitTimeout(30 * time.Second)
 	select {
 	case topic := <-got:
 		if topic != "freshet/v1/gw-2/batch" {
 			t.Fatalf("the hub got %s first", topic)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("gw-2's own batch did not reach the hub")
 	}
 	if d := promtest.ToFloat64(b.Metrics().Denied.WithLabelValues("write")); d != 1 {
@@ -273,8 +273,8 @@ func TestPacketSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Disconnect(0)
-	c.Publish("freshet/v1/big/batch", 1, false, make([]byte, broker.DefaultMaxPacketBytes+1)).WaitTimeout(5 * time.Second)
-	testsvc.WaitFor(t, 10*time.Second, "the publish counted as too large", func() error {
+	c.Publish("freshet/v1/big/batch", 1, false, make([]byte, broker.DefaultMaxPacketBytes+1)).WaitTimeout(30 * time.Second)
+	testsvc.WaitFor(t, 30*time.Second, "the publish counted as too large", func() error {
 		if n := promtest.ToFloat64(b.Metrics().TooLarge); n != 1 {
 			return fmt.Errorf("too large counted %v times, want 1", n)
 		}

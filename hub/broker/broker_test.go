@@ -54,7 +54,7 @@ func TestCloseWhileClientsChurn(t *testing.T) {
 		go func() { b.Close(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(20 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatalf("round %d: Close did not return within 20s (deadlock)", round)
 		}
 		close(stop)

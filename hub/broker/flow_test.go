@@ -75,7 +75,7 @@ func TestHubTakesBatchesWhileAgentsPublish(t *testing.T) {
 			defer wg.Done()
 			dev := fmt.Sprintf("gw-flow-%02d", a)
 			p := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(dev).SetAutoReconnect(false))
-			if tok := p.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			if tok := p.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				errs <- fmt.Errorf("%s: connect: %v", dev, tok.Error())
 				return
 			}

@@ -427,7 +427,7 @@ func TestOutage(t *testing.T) {
 	}
 	select {
 	case <-closed:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("Close hangs")
 	}
 	w.Close()

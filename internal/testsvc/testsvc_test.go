@@ -25,7 +25,7 @@ func connect(t *testing.T, b *testsvc.Broker, id string) paho.Client {
 	o := paho.NewClientOptions().AddBroker(b.URL()).SetClientID(id).
 		SetAutoReconnect(false)
 	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect %s to %s: %v", id, b.Name, tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
@@ -54,17 +54,17 @@ func TestBrokerPubSub(t *testing.T) {
 	testsvc.EachBroker(t, func(t *testing.T, b *testsvc.Broker) {
 		sub := connect(t, b, "sub")
 		var in inbox
-		if tok := sub.Subscribe("freshet/v1/+/batch", 1, in.handler); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		if tok := sub.Subscribe("freshet/v1/+/batch", 1, in.handler); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 			t.Fatalf("subscribe: %v", tok.Error())
 		}
 		pub := connect(t, b, "pub")
 		const n = 100
 		for i := range n {
-			if tok := pub.Publish(fmt.Sprintf("freshet/v1/gw-%d/batch", i%3), 1, false, fmt.Sprint(i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := pub.Publish(fmt.Sprintf("freshet/v1/gw-%d/batch", i%3), 1, false, fmt.Sprint(i)); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				t.Fatalf("publish %d: %v", i, tok.Error())
 			}
 		}
-		testsvc.WaitFor(t, 10*time.Second, "all messages", func() error {
+		testsvc.WaitFor(t, 30*time.Second, "all messages", func() error {
 			if c := in.count(); c != n {
 				return fmt.Errorf("%d of %d received", c, n)
 			}
@@ -89,7 +89,7 @@ func TestBrokerRestart(t *testing.T) {
 		for i, stop := range []func(){b.Stop, b.Kill} {
 			c := connect(t, b, fmt.Sprintf("before-%d", i))
 			stop()
-			testsvc.WaitFor(t, 10*time.Second, "client to notice the broker is gone", func() error {
+			testsvc.WaitFor(t, 30*time.Second, "client to notice the broker is gone", func() error {
 				if c.IsConnectionOpen() {
 					return fmt.Errorf("still connected")
 				}
@@ -100,14 +100,14 @@ func TestBrokerRestart(t *testing.T) {
 			}
 			sub := connect(t, b, fmt.Sprintf("sub-%d", i))
 			var in inbox
-			if tok := sub.Subscribe("t", 1, in.handler); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := sub.Subscribe("t", 1, in.handler); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				t.Fatalf("subscribe after restart: %v", tok.Error())
 			}
 			pub := connect(t, b, fmt.Sprintf("pub-%d", i))
-			if tok := pub.Publish("t", 1, false, "x"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			if tok := pub.Publish("t", 1, false, "x"); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				t.Fatalf("publish after restart: %v", tok.Error())
 			}
-			testsvc.WaitFor(t, 10*time.Second, "message after restart", func() error {
+			testsvc.WaitFor(t, 30*time.Second, "message after restart", func() error {
 				if in.count() != 1 {
 					return fmt.Errorf("%d messages", in.count())
 				}
