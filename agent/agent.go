@@ -25,6 +25,7 @@ import (
 	"github.com/freshet-iot/freshet/agent/forward"
 	"github.com/freshet-iot/freshet/agent/outbox"
 	"github.com/freshet-iot/freshet/agent/sensor"
+	"github.com/freshet-iot/freshet/internal/exposure"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -55,8 +56,10 @@ type Agent struct {
 	runner  *sensor.Runner
 	fw      *forward.Forwarder
 	metrics *metrics.Set
-	wake    chan struct{}
-	commitW *commitLog
+	// httpToken guards /metrics and the detail of /healthz ("": no token).
+	httpToken string
+	wake      chan struct{}
+	commitW   *commitLog
 	// stopSensors, set while Run runs, stops reading sensors (StopSensors).
 	stopMu      sync.Mutex
 	stopSensors func()
@@ -80,6 +83,10 @@ func New(cfg *Config, o Options) (*Agent, error) {
 	// TYPE lines in /metrics; the switch is the library's, process-wide.
 	metrics.ExposeMetadata(true)
 	a := &Agent{cfg: cfg, o: o, log: o.Logger, metrics: metrics.NewSet(), wake: make(chan struct{}, 1)}
+	var err error
+	if a.httpToken, err = cfg.HTTP.Token(); err != nil {
+		return nil, err
+	}
 	var onCommit func([]protocol.Reading)
 	if cfg.CommitLog != "" {
 		cl, err := openCommitLog(cfg.CommitLog, cfg.Device)
@@ -322,7 +329,9 @@ func (a *Agent) closeCommitLog() error {
 	return err
 }
 
-// Handler serves /metrics and /healthz.
+// Handler serves /metrics and /healthz. With http.token_file, /metrics
+// needs the token, and /healthz says only that the agent runs to a request
+// without it (the device, epoch and backlog are for whoever holds it).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -330,14 +339,22 @@ func (a *Agent) Handler() http.Handler {
 		a.writeMetrics(w)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		st, fs := a.ob.Stats(), a.fw.Stats()
 		w.Header().Set("Content-Type", "application/json")
+		if a.httpToken != "" && !exposure.Authorized(r, a.httpToken) {
+			json.NewEncoder(w).Encode(map[string]any{"status": "ok"})
+			return
+		}
+		st, fs := a.ob.Stats(), a.fw.Stats()
 		json.NewEncoder(w).Encode(map[string]any{
 			"status": "ok", "device": a.cfg.Device, "epoch": fmt.Sprintf("%016x", st.Epoch),
 			"connected": fs.Connected, "backlog": st.Backlog, "dropped": st.DroppedEpoch, "notice": st.Notice,
 		})
 	})
-	return mux
+	if a.httpToken == "" {
+		return mux
+	}
+	return exposure.RequireToken(mux, exposure.Guard{Token: a.httpToken, Realm: "freshet-agent", Key: "http.token_file",
+		Open: []string{"/healthz"}, Refused: a.metrics.GetOrCreateCounter("freshet_agent_http_unauthorized_total").Inc})
 }
 
 // commitLog appends committed readings to a file, one line each:

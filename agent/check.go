@@ -38,6 +38,10 @@ func Check(cfg *Config, env *sensor.Env, w io.Writer) int {
 		fmt.Fprintf(w, "PROBLEM     %v\n", err)
 		problems++
 	}
+	if _, err := cfg.HTTP.Token(); err != nil {
+		fmt.Fprintf(w, "PROBLEM     %v\n", err)
+		problems++
+	}
 	if _, err := cfg.MQTT.TLSClientConfig(); err != nil {
 		fmt.Fprintf(w, "PROBLEM     %v\n", err)
 		problems++

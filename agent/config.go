@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"github.com/freshet-iot/freshet/agent/sensor"
 	"github.com/freshet-iot/freshet/internal/ackkey"
 	"github.com/freshet-iot/freshet/internal/cfgfile"
+	"github.com/freshet-iot/freshet/internal/exposure"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -94,6 +96,22 @@ type OutboxConfig struct {
 type HTTPConfig struct {
 	// Listen address; default 127.0.0.1:9273; "off" disables it.
 	Listen string `yaml:"listen"`
+	// A token /metrics needs, as "Authorization: Bearer TOKEN" or as the
+	// password of HTTP basic authentication, read from a file or an
+	// environment variable. Required when Listen is reachable from other
+	// machines. /healthz stays open, but says only "ok" without it.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+}
+
+// Token returns the HTTP token from its file or environment variable ("" if
+// none is configured).
+func (h *HTTPConfig) Token() (string, error) {
+	tok, err := cfgfile.Secret("http.token", h.TokenFile, h.TokenEnv)
+	if err == nil && tok == "" && (h.TokenFile != "" || h.TokenEnv != "") {
+		err = errors.New("http.token_file: the token is empty")
+	}
+	return tok, err
 }
 
 // LogConfig selects the log output.
@@ -229,6 +247,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9273"
+	}
+	switch {
+	case c.HTTP.TokenFile != "" && c.HTTP.TokenEnv != "":
+		return bad("http.token_file", "set only one of token_file and token_env")
+	case c.HTTP.Listen != "off" && !exposure.IsLoopback(c.HTTP.Listen) && c.HTTP.TokenFile == "" && c.HTTP.TokenEnv == "":
+		return bad("http.token_file", "required: http.listen %s is reachable from other machines, and /metrics and /healthz show the device's backlog and epoch (or listen on 127.0.0.1)", c.HTTP.Listen)
 	}
 	switch c.Log.Level {
 	case "":

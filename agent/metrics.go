@@ -30,6 +30,8 @@ import (
 //	freshet_agent_sensor_reads_total{sensor}    counter  sensor read attempts, failed ones included (agent/sensor)
 //	freshet_agent_sensor_errors_total{sensor,reason}
 //	                                            counter  failed sensor reads by reason: io, timeout, implausible, parse
+//	freshet_agent_http_unauthorized_total       counter  HTTP requests refused for a missing or wrong token (http.token_file;
+//	                                                     present only when one is set)
 
 // writeMetrics copies the outbox's and the forwarder's counters into the
 // set and writes it in the Prometheus text format.

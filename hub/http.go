@@ -2,16 +2,14 @@ package hub
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/freshet-iot/freshet/hub/influx"
+	"github.com/freshet-iot/freshet/internal/exposure"
 )
 
 // Handler serves the fleet page (/), a device's page (/device/{id}),
@@ -58,32 +56,8 @@ func (h *Hub) Handler() http.Handler {
 	if h.httpToken == "" {
 		return mux
 	}
-	return requireToken(mux, h.httpToken, h.unauthorized)
-}
-
-// requireToken serves only requests that carry token, as a bearer token
-// or as the password of basic authentication (a browser asks for it),
-// except the probes /healthz and /readyz; the others get 401 and are
-// counted.
-func requireToken(next http.Handler, token string, unauthorized prometheus.Counter) http.Handler {
-	want := []byte(token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			_, got, ok = r.BasicAuth()
-		}
-		if ok && subtle.ConstantTimeCompare([]byte(got), want) == 1 {
-			next.ServeHTTP(w, r)
-			return
-		}
-		unauthorized.Inc()
-		w.Header().Set("WWW-Authenticate", `Basic realm="freshet-hub", charset="UTF-8"`)
-		http.Error(w, "a token is required (http.token_file): Authorization: Bearer TOKEN, or basic authentication with it as the password", http.StatusUnauthorized)
-	})
+	return exposure.RequireToken(mux, exposure.Guard{Token: h.httpToken, Realm: "freshet-hub", Key: "http.token_file",
+		Open: []string{"/healthz", "/readyz"}, Refused: h.unauthorized.Inc})
 }
 
 // InfluxStats returns the InfluxDB writer's counters.

@@ -18,10 +18,11 @@ import (
 
 // TestExposureRefused: the real freshet-hub refuses, at -check and at
 // start, an embedded broker or an HTTP port reachable from other machines
-// without authentication, naming the key (issue 15, finding 3).
+// without authentication, naming the key (issue 15, finding 3); so does
+// the real freshet-agent for its metrics port.
 func TestExposureRefused(t *testing.T) {
 	t.Parallel()
-	hubBin := buildHub(t)
+	hubBin, agentBin := buildHub(t), buildAgent(t)
 	dir := t.TempDir()
 	for name, c := range map[string]struct{ cfg, want string }{
 		"open broker": {`broker: {embedded: {listen: "0.0.0.0:18830"}}`, "broker.embedded.listen: 0.0.0.0:18830 is reachable from other machines"},
@@ -35,6 +36,20 @@ http: {listen: "0.0.0.0:19274"}`, "http.token_file: required"},
 			if err == nil || !strings.Contains(string(out), c.want) {
 				t.Errorf("%s, freshet-hub %v: err %v, output %q; want a failure saying %q", name, args, err, out, c.want)
 			}
+		}
+	}
+	path := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(path, []byte(`device: gw-1
+data_dir: `+dir+`
+mqtt: {broker: "tcp://127.0.0.1:9", hub_keys: [/etc/freshet/hub-ack.pub]}
+http: {listen: "0.0.0.0:19273"}
+sensors: [{name: cpu, type: cpu_temp}]
+`), 0o644)
+	const want = "http.token_file: required: http.listen 0.0.0.0:19273 is reachable from other machines"
+	for _, args := range [][]string{{"-check", "-config", path}, {"-config", path}} {
+		out, err := exec.Command(agentBin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("open agent http, freshet-agent %v: err %v, output %q; want a failure saying %q", args, err, out, want)
 		}
 	}
 }

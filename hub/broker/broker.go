@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/freshet-iot/freshet/internal/exposure"
 	"github.com/freshet-iot/freshet/protocol"
 )
 
@@ -83,17 +84,7 @@ func (o *Options) clientCerts() bool {
 
 // IsLoopback reports whether a listen address (host:port) is reachable
 // only from this machine.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopback(addr string) bool { return exposure.IsLoopback(addr) }
 
 // Broker is a running embedded broker.
 type Broker struct {
